@@ -1,0 +1,50 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh machine: each creates .venv
+# in the checkout and installs what it needs (torch is pinned to the CPU wheel 2.13.0).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STORE ?= .store
+PARAMS ?= pipelines/params.json
+# The SNIPS benchmark when it sits beside the checkout; otherwise pass DATA=path/to/snips-or.csv
+DATA ?= $(firstword $(wildcard ../shared/data/snips))
+EXTRAS ?= cloud,dlr,mqtt,dev
+PYTEST_ARGS ?=
+
+.PHONY: demo test install bench bench-compare clean-store help
+
+help:
+	@echo "make demo   - run the main job (pipeline -> bundle), then bench and predict on the new bundle"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - benchmark the newest bundle (python -m edge_runtime.bench)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	@test -n "$(DATA)" || { echo "no data: pass DATA=path (SNIPS directory or CSV text,intent)"; exit 2; }
+	$(PY) -m cloud.pipeline run --params $(PARAMS) --data $(DATA) --store $(STORE) --summary-json $(STORE)/demo-summary.json
+	$(PY) -m edge_runtime.bench --bundle "$$($(PY) -c 'import json;print(json.load(open("$(STORE)/last-run.json"))["bundle"])')" --json $(STORE)/bench.json || true
+	$(PY) -m edge_runtime predict --bundle "$$($(PY) -c 'import json;print(json.load(open("$(STORE)/last-run.json"))["bundle"])')" \
+		"add this song to my road trip playlist" "will it snow in denver tomorrow" "book a table for two at a sushi bar tonight"
+
+bench: install
+	$(PY) -m edge_runtime.bench --bundle "$$($(PY) -c 'import json;print(json.load(open("$(STORE)/last-run.json"))["bundle"])')" --json $(STORE)/bench.json
+
+bench-compare: install
+	$(PY) bench/compare_transformers.py --json bench/results/compare.json
+
+clean-store:
+	rm -rf $(STORE)

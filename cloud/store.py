@@ -1,0 +1,76 @@
+"""The artifact store (contract 2): a local directory in the S3 key layout, or ``s3://bucket``.
+
+Key layout under ``<store>/<project>/``::
+
+    raw/                      the input data as read
+    processed/                train.csv, val.csv, test.csv  (text,intent)
+    validation/<run>/         Great Expectations results and Data Docs
+    models/<run>/             fine-tuned checkpoint, ONNX exports
+    evaluation/<run>/         metrics.json, confusion_matrix.png, report.md
+    edge/<version>/           the edge bundle directory and bundle.zip
+    registry.sqlite           the local model registry
+    cache/                    step-cache records
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Store", "DEFAULT_STORE"]
+
+DEFAULT_STORE = ".store"
+PROJECT = "slm-intents"
+
+
+@dataclass(frozen=True)
+class Store:
+    """Paths of one local store. ``Store(".store").edge("3")`` -> ``.store/slm-intents/edge/3``."""
+
+    root: Path
+    project: str = PROJECT
+
+    @classmethod
+    def at(cls, location: str | os.PathLike[str] | None = None) -> "Store":
+        loc = os.fspath(location or DEFAULT_STORE)
+        if loc.startswith("s3://"):
+            raise NotImplementedError("the S3 store is not available yet; use a local directory")
+        return cls(Path(loc))
+
+    @property
+    def base(self) -> Path:
+        return self.root / self.project
+
+    @property
+    def uri(self) -> str:
+        return self.root.resolve().as_uri()
+
+    def raw(self) -> Path:
+        return self.base / "raw"
+
+    def processed(self) -> Path:
+        return self.base / "processed"
+
+    def validation(self, run: str) -> Path:
+        return self.base / "validation" / run
+
+    def models(self, run: str) -> Path:
+        return self.base / "models" / run
+
+    def evaluation(self, run: str) -> Path:
+        return self.base / "evaluation" / run
+
+    def edge(self, version: str) -> Path:
+        return self.base / "edge" / str(version)
+
+    def cache(self) -> Path:
+        return self.base / "cache"
+
+    @property
+    def registry_db(self) -> Path:
+        return self.base / "registry.sqlite"
+
+    @property
+    def last_run(self) -> Path:
+        return self.root / "last-run.json"

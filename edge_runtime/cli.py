@@ -1,0 +1,52 @@
+"""``python -m edge_runtime``: sub-commands, each importing what it needs inside its handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+__all__ = ["main"]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .classifier import IntentClassifier
+
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    with IntentClassifier.from_bundle(args.bundle, backend=args.backend, threads=args.threads,
+                                      threshold=args.threshold, top_k=args.top_k) as clf:
+        for text, pred in zip(texts, clf.predict_batch(texts)):
+            print(json.dumps({"text": text, **pred.to_dict(), "model": {"name": clf.name, "version": clf.version}},
+                             ensure_ascii=False), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime", description="On-device intent classification.")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin); one JSON line each")
+    p.add_argument("--bundle", required=True, help="edge bundle directory")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "dlr", "fake"])
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("--threshold", type=float, default=None, help="below this confidence answer 'unknown'")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("texts", nargs="*")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .errors import EdgeRuntimeError
+
+    try:
+        return int(args.func(args))
+    except EdgeRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,54 @@
+"""``python -m edge_runtime.bench``: the JSON contract and the budget check (not timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_runtime.bench import check_budget, load_budgets
+from edge_runtime.bench.cli import main
+
+
+def test_bench_writes_the_contract_keys_and_passes_a_loose_profile(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["--bundle", str(tiny_bundle[0].root), "--profile", "tiny", "--json", str(out), "--threads", "1",
+               "--iterations", "20", "--batches", "2", "--cold-runs", "1"])
+    data = json.loads(out.read_text())
+    assert rc == 0, capsys.readouterr().out
+    assert set(data["latency_ms"]) >= {"p50", "p95", "p99"}
+    assert set(data["throughput"]) == {"batch8", "batch32"}
+    assert data["cold_start_s"] > 0 and data["load_s"] > 0 and data["peak_rss_mb"] > 0
+    assert data["budget"] == {"profile": "tiny", "passed": True, "violations": []}
+    assert "latency_p50_ms" in capsys.readouterr().out
+
+
+def test_exceeded_budget_exits_1_and_names_the_metric(tiny_bundle, tmp_path):
+    budgets = tmp_path / "budgets.json"
+    budgets.write_text(json.dumps({"impossible": {"max": {"peak_rss_mb": 1}, "min": {"throughput_batch32": 1e12}}}))
+    out = tmp_path / "bench.json"
+    rc = main(["--bundle", str(tiny_bundle[0].root), "--profile", "impossible", "--budgets", str(budgets),
+               "--json", str(out), "--iterations", "5", "--batches", "1", "--cold-runs", "0", "--threads", "1"])
+    violations = json.loads(out.read_text())["budget"]["violations"]
+    assert rc == 1
+    assert {v["metric"] for v in violations} == {"peak_rss_mb", "throughput_batch32"}
+
+
+def test_every_device_profile_exists_with_the_contract_metrics():
+    budgets = load_budgets()
+    assert {"x86-ci", "rpi4", "jetson-nano", "qemu-arm64"} <= set(budgets)
+    for name in ("x86-ci", "rpi4", "jetson-nano", "qemu-arm64"):
+        assert {"latency_p50_ms", "cold_start_s", "peak_rss_mb"} <= set(budgets[name]["max"])
+        assert {"throughput_batch32"} <= set(budgets[name]["min"])
+
+
+def test_check_budget_limits_are_inclusive_and_unknown_profiles_fail():
+    budgets = {"p": {"max": {"a": 1.0}, "min": {"b": 2.0}}}
+    assert check_budget({"a": 1.0, "b": 2.0}, "p", budgets)["passed"]
+    assert not check_budget({"a": 1.01, "b": 2.0}, "p", budgets)["passed"]
+    with pytest.raises(KeyError, match="unknown profile"):
+        check_budget({}, "nope", budgets)
+
+
+def test_bad_bundle_exits_2(tmp_path):
+    assert main(["--bundle", str(tmp_path), "--profile", "tiny", "--cold-runs", "0"]) == 2

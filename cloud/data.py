@@ -160,7 +160,7 @@ def _read_snips(root: Path) -> dict[str, list[Row]]:
     return splits
 
 
-def _read_csv_rows(path: Path, *, what: str = "CSV") -> list[Row]:
+def _read_csv_rows(path: Path, *, what: str = "CSV", allow_no_rows: bool = False) -> list[Row]:
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{what} {path} is empty")
@@ -177,7 +177,7 @@ def _read_csv_rows(path: Path, *, what: str = "CSV") -> list[Row]:
         rows = [(normalize(r.get("text") or ""), normalize(r.get("intent") or "")) for r in reader]
     except csv.Error as exc:
         raise DataError(f"{what} {path} cannot be parsed: {exc}") from None
-    if not rows:
+    if not rows and not allow_no_rows:
         raise DataError(f"{what} {path} has a header but no rows")
     return rows
 
@@ -256,8 +256,11 @@ def write_split_csv(path: Path, rows: Iterable[Row]) -> None:
 
 
 def read_split_csv(path: str | Path) -> list[Row]:
-    """Read one processed split: ``[(text, intent), ...]`` (empty fields stay empty strings)."""
-    return _read_csv_rows(Path(path), what="processed split")
+    """Read one processed split: ``[(text, intent), ...]`` (empty fields stay empty strings).
+
+    A split with a header and no rows reads as ``[]``: validation, not reading, rejects an empty split.
+    """
+    return _read_csv_rows(Path(path), what="processed split", allow_no_rows=True)
 
 
 def read_processed(processed_dir: str | Path) -> dict[str, list[Row]]:
@@ -309,11 +312,9 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     data_path = Path(data_path)
     out = Path(out_dir)
     source, loaded = load_source(data_path)
-    if source == "snips":
-        assert isinstance(loaded, dict)
+    if isinstance(loaded, dict):
         splits = loaded
     else:
-        assert isinstance(loaded, list)
         splits = stratified_split(loaded, params.data["split_ratios"], int(params.data["seed"]))
 
     raw_dir, processed_dir = out / "raw", out / "processed"

@@ -42,7 +42,7 @@ def write_tiny_tokenizer(path: Path) -> Path:
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
-    vocab_list = specials + sorted(set(WORDS)) + letters + ["##" + c for c in letters]
+    vocab_list = list(dict.fromkeys(specials + sorted(set(WORDS)) + letters + ["##" + c for c in letters]))
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)

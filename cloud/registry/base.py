@@ -396,6 +396,13 @@ class ModelRegistry(abc.ABC):
     def history(self, group: str, version: int) -> list[HistoryEvent]:
         """The version's audit trail, oldest first (registration included)."""
 
+    @abc.abstractmethod
+    def add_artifacts(self, group: str, version: int, artifacts: Mapping[str, str]) -> ModelPackage:
+        """Add (or replace) artifact URIs of a version, e.g. the edge bundle written after registration.
+
+        SageMaker: ``update_model_package(CustomerMetadataProperties=...)``.
+        """
+
     # approval -------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def approve(self, group: str, version: int, approved_by: str, reason: str) -> ModelPackage:

@@ -330,6 +330,21 @@ class SqliteRegistry(ModelRegistry):
             raise RegistryError(f"unknown model package version {group}/{version}")
         return _package(row)
 
+    def add_artifacts(self, group: str, version: int, artifacts: Mapping[str, str]) -> ModelPackage:
+        validate_version(version)
+        if not isinstance(artifacts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
+        ):
+            raise RegistryError("artifacts must map names to URI strings")
+        with self._write() as conn:
+            current = self._require_package(conn, group, version)
+            merged = {**current.to_dict()["artifacts"], **artifacts}
+            conn.execute(
+                "UPDATE model_packages SET artifacts = ?, updated_at = ? WHERE group_name = ? AND version = ?",
+                (to_json(merged, "artifacts"), iso(self._clock()), group, version),
+            )
+            return self._require_package(conn, group, version)
+
     # approval -------------------------------------------------------------------------------------------
     def approve(self, group: str, version: int, approved_by: str, reason: str) -> ModelPackage:
         return self._transition(group, version, ApprovalStatus.APPROVED, approved_by, reason)

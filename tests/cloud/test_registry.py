@@ -594,3 +594,17 @@ def test_python_m_cloud_registry_runs(cli_store):
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     assert [d["group"] for d in json.loads(result.stdout)] == ["other-group", GROUP, GROUP]
+
+
+def test_artifacts_added_after_registration_are_merged(tmp_path):
+    # Given a registered version with a model artifact
+    from cloud.registry import open_registry
+
+    with open_registry("local", path=tmp_path / "r.sqlite") as reg:
+        pkg = reg.register("g", {"int8": {"macro_f1": 0.99}}, {"run_id": "r1"}, {"model": "file:///m"})
+        # When the bundle URI is added later
+        updated = reg.add_artifacts("g", pkg.version, {"bundle": "file:///edge/1"})
+        # Then both are there, and unknown versions are refused
+        assert updated.to_dict()["artifacts"] == {"model": "file:///m", "bundle": "file:///edge/1"}
+        with pytest.raises(RegistryError):
+            reg.add_artifacts("g", 99, {"bundle": "x"})

@@ -1,0 +1,202 @@
+"""Evaluate step: score the FP32 checkpoint and the INT8 bundle (through the device path) on the test set.
+
+Writes ``metrics.json`` (accuracy, macro-F1, per-class P/R/F1, bootstrap 95% intervals for both models,
+their agreement, and whether batching changes any answer), ``confusion_matrix.png`` and ``report.md``.
+Also measures the reference statistics drift detection compares against, on the validation set.
+
+    python -m cloud.evaluate --model DIR --bundle DIR --data PROCESSED_DIR --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import CloudError, GateFailed
+
+__all__ = ["evaluate", "reference_stats", "check_gate", "main"]
+
+CONFIDENCE_BINS = [round(x, 2) for x in np.linspace(0.0, 1.0, 11)]
+LENGTH_BINS = [0, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64, 128, 512]
+
+
+def _int8_predictions(bundle_dir: Path, texts: Sequence[str], threads: int | None) -> tuple[list[Any], Any]:
+    from edge_runtime import IntentClassifier
+
+    clf = IntentClassifier.from_bundle(bundle_dir, backend="onnxruntime", threads=threads)
+    return clf.predict_batch(list(texts)), clf
+
+
+def reference_stats(clf: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """Label distribution, confidence and length histograms and unknown-token rate of the INT8 model on ``texts``."""
+    preds = clf.predict_batch(list(texts))
+    enc_lengths, unk = [], []
+    for start in range(0, len(texts), 256):
+        enc = clf.tokenizer.encode(list(texts[start:start + 256]))
+        enc_lengths.extend(enc.lengths.tolist())
+        unk.extend(clf.tokenizer.unknown_rate(enc).tolist())
+    labels = list(clf.labels)
+    counts = {label: 0 for label in labels}
+    for p in preds:
+        counts[p.top[0][0]] += 1
+    conf_hist, _ = np.histogram([p.confidence for p in preds], bins=CONFIDENCE_BINS)
+    len_hist, _ = np.histogram(enc_lengths, bins=LENGTH_BINS)
+    n = max(len(preds), 1)
+    return {
+        "n": len(preds),
+        "label_distribution": {k: v / n for k, v in counts.items()},
+        "confidence_histogram": {"bins": CONFIDENCE_BINS, "counts": conf_hist.tolist()},
+        "length_histogram": {"bins": LENGTH_BINS, "counts": len_hist.tolist(), "unit": "tokens"},
+        "unknown_token_rate": float(np.mean(unk)) if unk else 0.0,
+        "mean_confidence": float(np.mean([p.confidence for p in preds])) if preds else 0.0,
+    }
+
+
+def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, str]], labels: Sequence[str],
+             out_dir: Path, *, val_texts: Sequence[str] = (), bootstrap_samples: int = 1000, seed: int = 0,
+             max_length: int = 40, threads: int | None = None) -> dict[str, Any]:
+    """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .metrics import classification_metrics
+    from .train import predict_logits, tokenize
+
+    started = time.perf_counter()
+    label_index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({y for _, y in test_rows} - set(label_index))
+    if unknown:
+        raise CloudError(f"test labels {unknown} are not in the label list")
+    texts = [t for t, _ in test_rows]
+    y_true = np.array([label_index[y] for _, y in test_rows])
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    fp32_pred = predict_logits(model, tokenize(texts, Path(model_dir) / "tokenizer.json", max_length)).argmax(1)
+    int8_preds, clf = _int8_predictions(bundle_dir, texts, threads)
+    with clf:
+        int8_pred = np.array([label_index[p.top[0][0]] for p in int8_preds])
+        single = [clf.predict(t) for t in texts]
+        batch_consistent = sum(a == b for a, b in zip(single, int8_preds))
+        reference = reference_stats(clf, val_texts) if val_texts else {}
+
+    metrics: dict[str, Any] = {
+        "labels": list(labels),
+        "test_rows": len(texts),
+        "fp32": classification_metrics(y_true, fp32_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
+        "int8": classification_metrics(y_true, int8_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
+        "agreement": float((fp32_pred == int8_pred).mean()),
+        "batch_consistency": {"identical": batch_consistent, "total": len(texts),
+                              "rate": batch_consistent / max(len(texts), 1)},
+        "int8_errors": [{"text": texts[i], "true": labels[y_true[i]], "predicted": labels[int8_pred[i]],
+                         "confidence": round(int8_preds[i].confidence, 4)}
+                        for i in np.flatnonzero(int8_pred != y_true)[:25]],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if reference:
+        (out_dir / "reference.json").write_text(json.dumps(reference, indent=2) + "\n")
+    _plot_confusion(np.array(metrics["int8"]["confusion_matrix"]), labels, out_dir / "confusion_matrix.png",
+                    f"INT8 bundle, test set (n={len(texts)})")
+    (out_dir / "report.md").write_text(render_report(metrics))
+    metrics["reference"] = reference
+    return metrics
+
+
+def _plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=110)
+    ax.imshow(np.log1p(cm), cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_report(metrics: Mapping[str, Any]) -> str:
+    """A short Markdown report a person reads: headline numbers, per-class table, the errors."""
+    fp, q = metrics["fp32"], metrics["int8"]
+
+    def ci(m: Mapping[str, Any], key: str) -> str:
+        lo, hi = m.get("ci95", {}).get(key, [float("nan")] * 2)
+        return f"{m[key]:.2%} [{lo:.2%}, {hi:.2%}]"
+
+    lines = [
+        "# Evaluation report", "",
+        f"Test set: {metrics['test_rows']} utterances. Intervals are bootstrap 95%.", "",
+        "| model | accuracy | macro-F1 |", "|---|---|---|",
+        f"| FP32 (PyTorch checkpoint) | {ci(fp, 'accuracy')} | {ci(fp, 'macro_f1')} |",
+        f"| INT8 bundle (edge_runtime, device path) | {ci(q, 'accuracy')} | {ci(q, 'macro_f1')} |", "",
+        f"INT8 agrees with FP32 on {metrics['agreement']:.2%} of the test set. Batched and one-by-one INT8 "
+        f"answers are identical for {metrics['batch_consistency']['identical']}/{metrics['batch_consistency']['total']} texts.",
+        "", "## Per class (INT8)", "", "| intent | precision | recall | F1 | support |", "|---|---|---|---|---|",
+    ]
+    for label, m in q["per_class"].items():
+        lines.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", "", f"## INT8 errors ({len(metrics['int8_errors'])} shown)", ""]
+    lines += [f"- \"{e['text']}\": {e['true']} -> {e['predicted']} ({e['confidence']:.2f})" for e in metrics["int8_errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def check_gate(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> dict[str, Any]:
+    """Raise :class:`GateFailed` unless INT8 macro-F1 >= ``min_macro_f1`` and FP32 - INT8 <= ``max_int8_drop``."""
+    f1_int8, f1_fp32 = metrics["int8"]["macro_f1"], metrics["fp32"]["macro_f1"]
+    drop = f1_fp32 - f1_int8
+    problems = []
+    if f1_int8 < gate["min_macro_f1"]:
+        problems.append(f"INT8 macro-F1 {f1_int8:.4f} is below the threshold {gate['min_macro_f1']:.4f}")
+    if drop > gate["max_int8_drop"]:
+        problems.append(f"INT8 macro-F1 is {drop:.4f} below FP32 ({f1_fp32:.4f}); at most {gate['max_int8_drop']:.4f} allowed")
+    if problems:
+        raise GateFailed("quality gate failed: " + "; ".join(problems))
+    return {"passed": True, "int8_macro_f1": f1_int8, "fp32_macro_f1": f1_fp32, "int8_drop": drop,
+            "min_macro_f1": gate["min_macro_f1"], "max_int8_drop": gate["max_int8_drop"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .data import read_split_csv
+    from .params import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=None)
+    parser.add_argument("--model", type=Path, required=True, help="fine-tuned checkpoint directory")
+    parser.add_argument("--bundle", type=Path, required=True, help="INT8 edge bundle directory")
+    parser.add_argument("--data", type=Path, required=True, help="processed directory with test.csv (and val.csv)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--gate", action="store_true", help="exit 1 when the quality gate fails")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    try:
+        val = read_split_csv(args.data / "val.csv") if (args.data / "val.csv").is_file() else []
+        metrics = evaluate(args.model, args.bundle, read_split_csv(args.data / "test.csv"), params.labels, args.out,
+                           val_texts=[t for t, _ in val], bootstrap_samples=params.evaluate["bootstrap_samples"],
+                           seed=params.evaluate["seed"], max_length=params.train["max_length"])
+        if args.gate:
+            check_gate(metrics, params.gate)
+    except (CloudError, GateFailed) as exc:
+        print(f"error: {exc}")
+        return 1
+    print(json.dumps({k: metrics[k]["macro_f1"] for k in ("fp32", "int8")} | {"agreement": metrics["agreement"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

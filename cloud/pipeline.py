@@ -1,0 +1,425 @@
+"""The main job: every step of the pipeline, locally, with embedded defaults and step caching.
+
+    python -m cloud.pipeline run [--params F] [--data PATH] [--store DIR] [--summary-json F]
+
+Steps (each also runs alone as ``python -m cloud.<module>``, reading and writing paths like a SageMaker job):
+
+    prepare -> validate (Great Expectations) -> train -> compile (ONNX, static INT8, candidate bundle)
+      -> evaluate (FP32 + INT8 through edge_runtime) -> gate (F1) -> register (Staging)
+      -> package (edge/<version>/ bundle + zip, linux_arm64)
+
+A step whose inputs, parameters and code are unchanged is skipped and its earlier outputs are reused
+(like SageMaker step caching). Nothing is registered unless validation, evaluation and the gate pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import CloudError, GateFailed, ValidationFailed
+from .params import Params, load_params
+from .store import Store
+
+__all__ = ["LocalPipeline", "StepRecord", "main"]
+
+log = logging.getLogger(__name__)
+_CLOUD = Path(__file__).resolve().parent
+_REPO = _CLOUD.parent
+STEPS = ("prepare", "validate", "train", "compile", "evaluate", "gate", "register", "package")
+
+
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _files_hash(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.relative_to(_REPO).as_posix().encode() if p.is_relative_to(_REPO) else p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _code_hash(*relative: str) -> str:
+    """Hash of the source a step runs (files or whole directories under the repository)."""
+    files: list[Path] = []
+    for rel in relative:
+        p = _REPO / rel
+        files.extend(sorted(q for q in p.rglob("*") if q.is_file() and "__pycache__" not in q.parts)
+                     if p.is_dir() else [p])
+    return _files_hash(files)
+
+
+def _input_hash(data: Path) -> str:
+    files = [data] if data.is_file() else sorted(q for q in data.rglob("*") if q.is_file())
+    return _files_hash(files)
+
+
+def code_version() -> str:
+    """The git commit of the code (``+dirty`` with uncommitted changes), or ``unknown`` outside a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str = "pending"  # ran | cached | failed | skipped
+    seconds: float = 0.0
+    detail: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2), "detail": self.detail,
+                "outputs": self.outputs}
+
+
+class LocalPipeline:
+    """Runs the steps in order against a local store; ``run()`` returns the summary dict (contract 3)."""
+
+    def __init__(self, params: Params, data: Path, store: Store, *, run_id: str | None = None,
+                 progress: bool = True, out: Callable[[str], None] | None = None) -> None:
+        self.params = params
+        self.data = Path(data)
+        self.store = store
+        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        self.progress = progress
+        self.out = out or (lambda line: print(line, flush=True))
+        self.records = {name: StepRecord(name) for name in STEPS}
+        self.state: dict[str, Any] = {}
+
+    # caching ---------------------------------------------------------------------------------------------
+    def _cache_file(self, step: str, key: str) -> Path:
+        return self.store.cache() / step / f"{key}.json"
+
+    def _cached(self, step: str, key: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        path = self._cache_file(step, key)
+        if not path.is_file():
+            return None
+        outputs = json.loads(path.read_text())
+        return outputs if check(outputs) else None
+
+    def _remember(self, step: str, key: str, outputs: dict[str, Any]) -> None:
+        path = self._cache_file(step, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(outputs, indent=2, default=str))
+        os.replace(tmp, path)
+
+    def _step(self, index: int, name: str, key: str | None, body: Callable[[], dict[str, Any]],
+              check: Callable[[dict[str, Any]], bool] = lambda o: True, describe: Callable[[dict[str, Any]], str] = lambda o: "") -> dict[str, Any]:
+        record = self.records[name]
+        started = time.perf_counter()
+        cached = self._cached(name, key, check) if key else None
+        if cached is not None:
+            record.status, outputs = "cached", cached
+        else:
+            try:
+                outputs = body()
+            except BaseException as exc:
+                record.status, record.seconds = "failed", time.perf_counter() - started
+                record.detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                self.out(f"[{index}/{len(STEPS)}] {name:<9} FAILED  {record.seconds:7.1f}s  {record.detail}")
+                raise
+            record.status = "ran"
+            if key:
+                self._remember(name, key, outputs)
+        record.seconds = time.perf_counter() - started
+        record.outputs = outputs
+        record.detail = describe(outputs)
+        self.out(f"[{index}/{len(STEPS)}] {name:<9} {record.status:<7} {record.seconds:7.1f}s  {record.detail}")
+        return outputs
+
+    # the steps -------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from . import compile as compile_step
+        from . import data as data_step
+        from . import evaluate as evaluate_step
+        from . import train as train_step
+        from . import validate as validate_step
+        from .registry import open_registry
+
+        p = self.params
+        if not self.data.exists():
+            raise CloudError(f"data not found: {self.data}")
+
+        # 1. prepare
+        prep_key = _hash("prepare", _input_hash(self.data), p.section_hash("data", "labels"), _code_hash("cloud/data.py"))
+        prep = self._step(1, "prepare", prep_key,
+                          lambda: data_step.prepare(self.data, self.store.base, p).to_dict(),
+                          check=lambda o: (self.store.processed() / "train.csv").is_file()
+                          and data_step.data_hash(self.store.processed()) == o["data_hash"],
+                          describe=lambda o: " / ".join(f"{k} {v}" for k, v in o["counts"].items()) + f" ({o['source']})")
+        data_hash = prep["data_hash"]
+
+        # 2. validate
+        val_key = _hash("validate", data_hash, p.section_hash("data", "labels"),
+                        _code_hash("cloud/validate.py", "gx"))
+        val_dir = self.store.validation(self.run_id)
+
+        def _validate() -> dict[str, Any]:
+            result = validate_step.validate(self.store.processed(), val_dir, p, source=prep["source"])
+            return {"dir": str(val_dir), "passed": True, "expectations": _count_expectations(result)}
+
+        self._step(2, "validate", val_key, _validate, describe=lambda o: f"{o.get('expectations', '?')} expectations passed")
+
+        # 3. train
+        splits = data_step.read_processed(self.store.processed())
+        train_key = _hash("train", data_hash, p.section_hash("train", "labels"), _code_hash("cloud/train.py"))
+        model_dir = self.store.models(self.run_id) / "checkpoint"
+
+        def _train() -> dict[str, Any]:
+            res = train_step.train(splits["train"], splits["val"], p.labels, model_dir,
+                                   train_step.TrainConfig.from_params(p.train), progress=self.progress)
+            return {"model_dir": str(model_dir), "best_epoch": res.best_epoch, "best_val_macro_f1": res.best_val_macro_f1,
+                    "history": res.history, "seconds": res.seconds}
+
+        trained = self._step(3, "train", train_key, _train,
+                             check=lambda o: (Path(o["model_dir"]) / "config.json").is_file(),
+                             describe=lambda o: f"best epoch {o['best_epoch']}, val macro-F1 {o['best_val_macro_f1']:.4f}")
+        model_dir = Path(trained["model_dir"])
+
+        # 4. compile (candidate bundle: the device path evaluation scores)
+        compile_key = _hash("compile", train_key, p.section_hash("compile"),
+                            _code_hash("cloud/compile.py", "edge_runtime/bundle.py", "edge_runtime/tokenizer.py"))
+        candidate = self.store.models(self.run_id) / "candidate"
+        q = compile_step.QuantizationConfig.from_params(p.compile["quantization"])
+        val_texts = [t for t, _ in splits["val"]]
+
+        def _compile() -> dict[str, Any]:
+            res = compile_step.compile_bundle(
+                model_dir, candidate, version=f"candidate-{self.run_id}", name=p.model_name, labels=p.labels,
+                max_length=p.train["max_length"], calibration_texts=val_texts, check_texts=val_texts,
+                quantization=q, min_agreement=p.compile["min_agreement"], opset=p.compile["opset"],
+                work_dir=self.store.models(self.run_id) / "onnx", target=p.compile["target"])
+            return {"bundle_dir": str(res.bundle_dir), "agreement_val": res.agreement, "int8_mb": res.int8_bytes / 2**20,
+                    "fp32_mb": res.fp32_bytes / 2**20, "seconds": res.seconds}
+
+        compiled = self._step(4, "compile", compile_key, _compile,
+                              check=lambda o: (Path(o["bundle_dir"]) / "manifest.json").is_file(),
+                              describe=lambda o: f"INT8 {o['int8_mb']:.1f} MB (FP32 {o['fp32_mb']:.1f} MB), "
+                                                 f"val agreement {o['agreement_val']:.2%}")
+        candidate = Path(compiled["bundle_dir"])
+
+        # 5. evaluate
+        eval_key = _hash("evaluate", compile_key, data_hash, p.section_hash("evaluate"), _code_hash("cloud/evaluate.py", "cloud/metrics.py", "edge_runtime"))
+        eval_dir = self.store.evaluation(self.run_id)
+
+        def _evaluate() -> dict[str, Any]:
+            m = evaluate_step.evaluate(model_dir, candidate, splits["test"], p.labels, eval_dir, val_texts=val_texts,
+                                       bootstrap_samples=p.evaluate["bootstrap_samples"], seed=p.evaluate["seed"],
+                                       max_length=p.train["max_length"])
+            return {"dir": str(eval_dir), "metrics": m}
+
+        evaluated = self._step(5, "evaluate", eval_key, _evaluate,
+                               check=lambda o: (Path(o["dir"]) / "metrics.json").is_file(),
+                               describe=lambda o: f"INT8 acc {o['metrics']['int8']['accuracy']:.2%} macro-F1 "
+                                                  f"{o['metrics']['int8']['macro_f1']:.2%} | FP32 acc "
+                                                  f"{o['metrics']['fp32']['accuracy']:.2%} | agreement {o['metrics']['agreement']:.2%}")
+        metrics = evaluated["metrics"]
+        eval_dir = Path(evaluated["dir"])
+        self.state["metrics"] = metrics
+
+        # 6. gate
+        self._step(6, "gate", None, lambda: evaluate_step.check_gate(metrics, p.gate),
+                   describe=lambda o: f"INT8 macro-F1 {o['int8_macro_f1']:.4f} >= {o['min_macro_f1']}, "
+                                      f"drop {o['int8_drop']:+.4f} <= {o['max_int8_drop']}")
+
+        # 7. register (once per evaluated model: a re-run with everything cached reuses the version)
+        lineage = {"run_id": self.run_id, "data_hash": data_hash, "data_source": prep["source"], "data_input": str(self.data),
+                   "code_version": code_version(), "base_model": p.train["base_model"], "parameters": p.to_dict(),
+                   "train_key": train_key}
+        registry_metrics = {k: {"accuracy": metrics[k]["accuracy"], "macro_f1": metrics[k]["macro_f1"],
+                                "ci95": metrics[k].get("ci95")} for k in ("fp32", "int8")}
+        registry_metrics["agreement"] = metrics["agreement"]
+        registry = open_registry("local", store=self.store.root)
+        self.state["registry"] = registry
+
+        def _register() -> dict[str, Any]:
+            pkg = registry.register(
+                p.model_package_group, registry_metrics, lineage,
+                {"model": model_dir.resolve().as_uri(), "candidate_bundle": candidate.resolve().as_uri(),
+                 "evaluation": eval_dir.resolve().as_uri()},
+                description=f"{p.model_name} run {self.run_id}")
+            return {"group": pkg.group, "version": pkg.version}
+
+        def _still_registered(o: dict[str, Any]) -> bool:
+            try:
+                return registry.get(o["group"], o["version"]).approval_status.value != "Rejected"
+            except CloudError:
+                return False
+
+        reg = self._step(7, "register", _hash("register", eval_key), _register, check=_still_registered,
+                         describe=lambda o: f"{o['group']} version {o['version']}")
+        version = str(reg["version"])
+
+        # 8. package: the edge bundle of the registered version, and its zip (the Greengrass artifact)
+        edge_dir = self.store.edge(version)
+
+        def _package() -> dict[str, Any]:
+            from edge_runtime.bundle import Bundle, write_bundle, zip_bundle
+
+            try:
+                cand = Bundle.load(candidate)
+                m = cand.manifest
+                reference = json.loads((eval_dir / "reference.json").read_text()) if (eval_dir / "reference.json").is_file() else {}
+                bundle = write_bundle(
+                    edge_dir, files={rel: cand.path_of(rel) for rel in m.files}, name=m.name, version=version,
+                    labels=m.labels, max_length=m.max_length, tokenizer=m.tokenizer, backends=m.backends,
+                    metrics={**registry_metrics, "test_rows": metrics["test_rows"],
+                             "batch_consistency": metrics["batch_consistency"]},
+                    lineage={**lineage, "registry": {"backend": "local", "group": reg["group"], "version": reg["version"]}},
+                    reference=reference, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                zip_path = zip_bundle(bundle.root, edge_dir.parent / f"{version}.zip")
+            except BaseException as exc:
+                registry.reject(reg["group"], reg["version"], "pipeline", f"packaging the edge bundle failed: {exc}")
+                raise
+            registry.add_artifacts(reg["group"], reg["version"], {"bundle": bundle.root.resolve().as_uri(),
+                                                                  "bundle_zip": zip_path.resolve().as_uri()})
+            from edge_runtime.bundle import sha256_file
+
+            return {"bundle": str(bundle.root), "zip": str(zip_path), "zip_sha256": sha256_file(zip_path),
+                    "zip_mb": zip_path.stat().st_size / 2**20}
+
+        def _bundle_ok(o: dict[str, Any]) -> bool:
+            from edge_runtime.bundle import Bundle
+            from edge_runtime.errors import BundleError
+
+            try:
+                return Bundle.load(o["bundle"]).manifest.version == version
+            except BundleError:
+                return False
+
+        packaged = self._step(8, "package", _hash("package", eval_key, version, _code_hash("edge_runtime/bundle.py")),
+                              _package, check=_bundle_ok,
+                              describe=lambda o: f"{o['bundle']} (+ zip {o['zip_mb']:.1f} MB), target {p.compile['target']}")
+        pkg = registry.get(reg["group"], reg["version"])
+        registry.close()
+        return self._summary("succeeded", bundle=packaged["bundle"], package=pkg.to_dict())
+
+    def _summary(self, status: str, *, bundle: str | None = None, package: dict[str, Any] | None = None,
+                 error: str | None = None, report: str | None = None) -> dict[str, Any]:
+        metrics = self.state.get("metrics")
+        summary: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": status,
+            "metrics": {
+                "fp32": {k: metrics["fp32"][k] for k in ("accuracy", "macro_f1")},
+                "int8": {k: metrics["int8"][k] for k in ("accuracy", "macro_f1")},
+                "agreement": metrics["agreement"],
+                "batch_consistency": metrics["batch_consistency"]["rate"],
+                "test_rows": metrics["test_rows"],
+            } if metrics else None,
+            "registry": {"backend": "local", "group": package["group"], "version": package["version"],
+                         "approval_status": package["approval_status"], "stage": package["stage"]} if package else None,
+            "bundle": bundle,
+            "store": str(self.store.root),
+            "params": self.params.to_dict(),
+            "steps": [r.to_dict() for r in self.records.values()],
+            "seconds": round(sum(r.seconds for r in self.records.values()), 1),
+        }
+        if error:
+            summary["error"] = error
+        if report:
+            summary["report"] = report
+        return summary
+
+    def fail(self, exc: BaseException) -> dict[str, Any]:
+        for r in self.records.values():
+            if r.status == "pending":
+                r.status = "skipped"
+        registry = self.state.get("registry")
+        if registry is not None:
+            registry.close()
+        return self._summary("failed", error=str(exc), report=getattr(exc, "report", None) or None)
+
+    def table(self) -> str:
+        lines = [f"{'step':<10}{'status':<9}{'seconds':>9}  detail"]
+        lines += [f"{r.name:<10}{r.status:<9}{r.seconds:>9.1f}  {r.detail}" for r in self.records.values()]
+        return "\n".join(lines)
+
+
+def _count_expectations(result: Any) -> int | str:
+    for attr in ("expectations", "results", "checks"):
+        value = getattr(result, attr, None)
+        if isinstance(value, (list, tuple, dict)):
+            return len(value)
+    return "all"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    store = Store.at(args.store)
+    pipeline = LocalPipeline(params, Path(args.data), store, progress=not args.no_progress)
+    print(f"run {pipeline.run_id}: data {args.data}, store {store.root}, params {args.params or 'pipelines/params.json'}", flush=True)
+    try:
+        summary = pipeline.run()
+        rc = 0
+    except (CloudError, GateFailed, ValidationFailed) as exc:
+        summary = pipeline.fail(exc)
+        print(f"\npipeline stopped: {exc}", file=sys.stderr)
+        if getattr(exc, "report", ""):
+            print(exc.report, file=sys.stderr)  # type: ignore[attr-defined]
+        rc = 1
+    print("\n" + pipeline.table())
+    if summary.get("metrics"):
+        m = summary["metrics"]
+        print(f"\nINT8 (device path): accuracy {m['int8']['accuracy']:.2%}, macro-F1 {m['int8']['macro_f1']:.2%} | "
+              f"FP32: accuracy {m['fp32']['accuracy']:.2%}, macro-F1 {m['fp32']['macro_f1']:.2%} | agreement {m['agreement']:.2%}")
+    if summary.get("registry"):
+        r = summary["registry"]
+        print(f"registered {r['group']} v{r['version']} ({r['approval_status']}, {r['stage']}); bundle {summary['bundle']}")
+    _write_json(store.last_run, summary)
+    if args.summary_json:
+        _write_json(Path(args.summary_json), summary)
+    print(f"status: {summary['status']} ({summary['seconds']}s); summary in {args.summary_json or store.last_run}")
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud.pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run every step locally")
+    run.add_argument("--params", default=None, help="params JSON (default: pipelines/params.json)")
+    run.add_argument("--data", default=str(_REPO.parent / "shared" / "data" / "snips"),
+                     help="SNIPS directory (train/valid/test with seq.in + label) or a CSV text,intent")
+    run.add_argument("--store", default=None, help="store directory (default: .store)")
+    run.add_argument("--summary-json", default=None, help="also write the run summary here")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

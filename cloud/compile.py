@@ -87,10 +87,12 @@ class CompileResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def export_onnx(model: Any, out_path: Path, *, opset: int = 17) -> Path:
-    """Export a ``transformers`` sequence-classification model (eager attention) to ONNX with dynamic batch/sequence axes.
+def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = "torchscript") -> Path:
+    """Export a sequence-classification model (eager attention) to ONNX with dynamic batch/sequence axes.
 
     Eager attention exports as plain MatMul/Softmax, which quantizes cleanly and which ONNX Runtime fuses.
+    ``exporter``: ``torchscript`` (``torch.onnx`` tracing) or ``dynamo`` (``torch.export``; needs onnxscript,
+    writes symbolic shapes instead of Shape/Gather/Concat chains, about 13% fewer nodes).
     """
     import torch
 
@@ -98,15 +100,24 @@ def export_onnx(model: Any, out_path: Path, *, opset: int = 17) -> Path:
     ids = torch.ones(2, 8, dtype=torch.long)
     inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter warns about traced Python conditionals in transformers' masking code;
-        # the test suite checks the exported graph against PyTorch on padded batches instead.
+        # Both exporters warn about transformers internals (traced conditionals, deprecated APIs); the tests
+        # check the exported graph against PyTorch on padded batches instead.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            seq = torch.export.Dim("sequence", min=2, max=512)
+            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
+                              dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), opset_version=max(opset, 18),
+                              dynamo=True, external_data=False, verbose=False)
+        elif exporter == "torchscript":
+            axes = {n: {0: "batch", 1: "sequence"} for n in names}
+            axes["logits"] = {0: "batch"}
+            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+        else:
+            raise CompileError(f"unknown exporter {exporter!r} (torchscript or dynamo)")
     return out_path
 
 
@@ -120,7 +131,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
     from edge_runtime.tokenizer import IntentTokenizer
 
     if config.scheme == "dynamic":
-        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8)
+        with tempfile.TemporaryDirectory() as tmp:
+            fused = Path(tmp) / "fused.onnx"
+            _fuse_transformer(fp32_path, fused)
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(fused), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+            quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": 1})
         return out_path
     if config.scheme != "static":
         raise CompileError(f"unknown quantization scheme {config.scheme!r} (static or dynamic)")
@@ -157,6 +174,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
     return out_path
 
 
+def _fuse_transformer(src: Path, dst: Path) -> None:
+    """ONNX Runtime's BERT fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm); with dynamic INT8 they
+    become QAttention and integer MatMuls. Heads and width are read from the graph."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=1).save_model_to_file(str(dst))
+
+
 def _externalize(model_path: Path, weights_name: str) -> None:
     """Rewrite ``model_path`` with its initializers in ``weights_name`` next to it."""
     import onnx
@@ -185,7 +212,7 @@ def onnx_logits(model_path: Path, tokenizer_path: Path, max_length: int, texts: 
 def compile_bundle(
     model_dir: Path, out_dir: Path, *, version: str, name: str, labels: Sequence[str], max_length: int,
     calibration_texts: Sequence[str], check_texts: Sequence[str], quantization: QuantizationConfig,
-    min_agreement: float = 0.99, opset: int = 17, work_dir: Path | None = None,
+    min_agreement: float = 0.99, opset: int = 17, exporter: str = "torchscript", work_dir: Path | None = None,
     metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
     reference: Mapping[str, Any] | None = None, target: str = "linux_arm64",
 ) -> CompileResult:
@@ -205,7 +232,7 @@ def compile_bundle(
     model = load_classifier(model_dir, eager=True)
     if model.config.num_labels != len(labels):
         raise CompileError(f"model has {model.config.num_labels} outputs, params list {len(labels)} labels")
-    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset)
+    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset, exporter=exporter)
     seconds["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -229,7 +256,7 @@ def compile_bundle(
         files={MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path},
         name=name, version=str(version), labels=list(labels), max_length=max_length, tokenizer=TOKENIZER_FILE,
         backends={"onnxruntime": {"file": MODEL_FILE, "quantization": quantization.to_dict(), "opset": opset,
-                                  "target": target}},
+                                  "exporter": exporter, "target": target}},
         metrics={**(metrics or {}), "compile_agreement": agreement},
         lineage=dict(lineage or {}), reference=dict(reference or {}),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -19,48 +19,16 @@ import numpy as np
 
 from .errors import CloudError, GateFailed
 
-__all__ = ["evaluate", "reference_stats", "check_gate", "main"]
-
-CONFIDENCE_BINS = [round(x, 2) for x in np.linspace(0.0, 1.0, 11)]
-LENGTH_BINS = [0, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64, 128, 512]
-
-
-def _int8_predictions(bundle_dir: Path, texts: Sequence[str], threads: int | None) -> tuple[list[Any], Any]:
-    from edge_runtime import IntentClassifier
-
-    clf = IntentClassifier.from_bundle(bundle_dir, backend="onnxruntime", threads=threads)
-    return clf.predict_batch(list(texts)), clf
-
-
-def reference_stats(clf: Any, texts: Sequence[str]) -> dict[str, Any]:
-    """Label distribution, confidence and length histograms and unknown-token rate of the INT8 model on ``texts``."""
-    preds = clf.predict_batch(list(texts))
-    enc_lengths, unk = [], []
-    for start in range(0, len(texts), 256):
-        enc = clf.tokenizer.encode(list(texts[start:start + 256]))
-        enc_lengths.extend(enc.lengths.tolist())
-        unk.extend(clf.tokenizer.unknown_rate(enc).tolist())
-    labels = list(clf.labels)
-    counts = {label: 0 for label in labels}
-    for p in preds:
-        counts[p.top[0][0]] += 1
-    conf_hist, _ = np.histogram([p.confidence for p in preds], bins=CONFIDENCE_BINS)
-    len_hist, _ = np.histogram(enc_lengths, bins=LENGTH_BINS)
-    n = max(len(preds), 1)
-    return {
-        "n": len(preds),
-        "label_distribution": {k: v / n for k, v in counts.items()},
-        "confidence_histogram": {"bins": CONFIDENCE_BINS, "counts": conf_hist.tolist()},
-        "length_histogram": {"bins": LENGTH_BINS, "counts": len_hist.tolist(), "unit": "tokens"},
-        "unknown_token_rate": float(np.mean(unk)) if unk else 0.0,
-        "mean_confidence": float(np.mean([p.confidence for p in preds])) if preds else 0.0,
-    }
+__all__ = ["evaluate", "check_gate", "main"]
 
 
 def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, str]], labels: Sequence[str],
              out_dir: Path, *, val_texts: Sequence[str] = (), bootstrap_samples: int = 1000, seed: int = 0,
              max_length: int = 40, threads: int | None = None) -> dict[str, Any]:
     """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``)."""
+    from edge_runtime import IntentClassifier
+    from edge_runtime.telemetry import reference_stats
+
     from .metrics import classification_metrics
     from .modeling import load_classifier
     from .train import predict_logits, tokenize
@@ -75,8 +43,8 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
 
     model = load_classifier(model_dir)
     fp32_pred = predict_logits(model, tokenize(texts, Path(model_dir) / "tokenizer.json", max_length)).argmax(1)
-    int8_preds, clf = _int8_predictions(bundle_dir, texts, threads)
-    with clf:
+    with IntentClassifier.from_bundle(bundle_dir, backend="onnxruntime", threads=threads) as clf:
+        int8_preds = clf.predict_batch(texts)
         int8_pred = np.array([label_index[p.top[0][0]] for p in int8_preds])
         single = [clf.predict(t) for t in texts]
         batch_consistent = sum(a == b for a, b in zip(single, int8_preds))

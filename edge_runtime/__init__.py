@@ -19,6 +19,7 @@ from .errors import (
     IntegrityError,
     ManifestError,
     MissingFileError,
+    SpoolError,
     UnsupportedFormatError,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "ManifestError",
     "MissingFileError",
     "Prediction",
+    "SpoolError",
     "UnsupportedFormatError",
     "load_backend",
     "write_bundle",

@@ -43,8 +43,10 @@ class IntentClassifier:
             clf.predict("play some jazz").intent   # 'PlayMusic'
 
     ``threshold`` maps answers whose confidence is below it to ``unknown_intent``.
-    A text gets the same answer from :meth:`predict` and :meth:`predict_batch` (the bundle's
-    quantization is static, so nothing depends on what else shares the batch).
+    A text gets the same answer from :meth:`predict` and :meth:`predict_batch`: with a statically quantized
+    (or FP32) model nothing depends on what else shares the batch; a bundle whose quantization says
+    ``batch_independent: false`` (dynamic INT8: activation scales come from the whole batch) is run one text
+    at a time.
     """
 
     def __init__(self, bundle: Bundle, backend: Backend, tokenizer: IntentTokenizer, *,
@@ -58,6 +60,8 @@ class IntentClassifier:
         self.unknown_intent = unknown_intent
         self.top_k = max(1, min(top_k, len(self.labels)))
         self.max_batch = max_batch
+        quantization = (bundle.backend_entry(backend.name) or {}).get("quantization") or {}
+        self.batch_independent = bool(quantization.get("batch_independent", True))
         self._check_output_size()
 
     @classmethod
@@ -98,6 +102,8 @@ class IntentClassifier:
         """Softmax over the labels, shape ``[len(texts), len(labels)]`` (one model call)."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if not self.batch_independent and len(texts) > 1:
+            return np.concatenate([self.probabilities([t]) for t in texts])
         enc = self.tokenizer.encode(texts)
         logits = self.backend.run(enc.feeds(self.backend.input_names))
         return _softmax(np.asarray(logits, dtype=np.float32))

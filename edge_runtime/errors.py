@@ -11,7 +11,8 @@
     │   └── IntegrityError           a file's sha256 differs from the manifest
     ├── BackendError                 a backend cannot load or run the model
     │   └── BackendUnavailableError  the backend's library or artifact is not present here
-    └── InputError                   a request the classifier cannot take (wrong type, too many texts)
+    ├── InputError                   a request the classifier cannot take (wrong type, too many texts)
+    └── SpoolError                   the telemetry spool cannot store (disk full, read-only, I/O error)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "InputError",
+    "SpoolError",
 ]
 
 
@@ -68,3 +70,11 @@ class BackendUnavailableError(BackendError):
 
 class InputError(EdgeRuntimeError, ValueError):
     """The input cannot be classified (not a string, too many texts)."""
+
+
+class SpoolError(EdgeRuntimeError):
+    """The on-disk telemetry spool cannot store or read; ``condition`` is ``disk_full``, ``read_only`` or ``io_error``."""
+
+    def __init__(self, message: str, condition: str = "io_error") -> None:
+        super().__init__(message)
+        self.condition = condition

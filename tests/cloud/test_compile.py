@@ -68,12 +68,17 @@ def test_static_int8_bundle_is_batch_independent_and_close_to_fp32(classifier_ch
     assert np.abs(probs - fp32_probs).max() < 0.05
 
 
-def test_dynamic_quantization_is_offered_for_comparison_only(classifier_checkpoint, tmp_path):
+def test_a_dynamic_int8_bundle_is_run_one_text_at_a_time(classifier_checkpoint, tmp_path):
+    # Given a dynamically quantized bundle (activation scales depend on the whole batch)
     res = compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
                          calibration_texts=[], check_texts=TEXTS, quantization=QuantizationConfig(scheme="dynamic"),
                          min_agreement=0.0, work_dir=tmp_path / "w")
     manifest = json.loads((res.bundle_dir / "manifest.json").read_text())
     assert manifest["backends"]["onnxruntime"]["quantization"]["batch_independent"] is False
+    # Then the classifier runs texts alone, so batching still changes no answer
+    with IntentClassifier.from_bundle(res.bundle_dir, threads=1) as clf:
+        assert clf.batch_independent is False
+        assert clf.predict_batch(TEXTS) == [clf.predict(t) for t in TEXTS]
 
 
 def test_low_agreement_stops_the_compile(classifier_checkpoint, tmp_path):

@@ -456,8 +456,6 @@ def test_concurrent_writers_from_processes_get_distinct_versions(tmp_path):
 
 # factory ------------------------------------------------------------------------------------------------
 def test_open_registry_backends(tmp_path):
-    with pytest.raises(RegistryError, match="SageMaker registry backend is not available yet"):
-        open_registry("sagemaker")
     with pytest.raises(RegistryError, match="unknown registry backend 'mlflow'"):
         open_registry("mlflow")
     with pytest.raises(RegistryError, match="local store"):

@@ -1,0 +1,163 @@
+"""What the SageMaker jobs run: the source bundle, sm_entry.py and the step runners, on local folders."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.cloud.aws.conftest import REGION
+from tests.conftest import REPO
+
+
+def test_source_bundle_is_reproducible_and_self_contained(tmp_path):
+    from cloud.aws.code import ENTRY_SCRIPT, collect_source
+
+    a, b = collect_source(), collect_source()
+    assert a.digest == b.digest and a.tarball() == b.tarball()
+    names = set(a.files)
+    assert {"cloud/aws/steps.py", "cloud/data.py", "edge_runtime/bundle.py", "gx/great_expectations.yml",
+            "pipelines/params.json", "requirements.txt", ENTRY_SCRIPT} <= names
+    assert not any("__pycache__" in n or n.endswith(".pyc") or "/uncommitted/" in n for n in names)
+    assert a.entry_script == (REPO / "cloud" / "aws" / "entry.py").read_bytes()
+    requirements = a.files["requirements.txt"].decode().split()
+    assert any(r.startswith("onnxruntime") for r in requirements)
+    assert not any(r.split("=")[0].split(">")[0] == "torch" for r in requirements)  # the image has torch
+    # a different params file is a different code version
+    params = json.loads((REPO / "pipelines" / "params.json").read_text())
+    params["gate"]["min_macro_f1"] = 0.5
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    assert collect_source(params_path=tmp_path / "p.json").digest != a.digest
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["prepare", "--data", "d"], ("prepare", ["--data", "d"])),
+    (["--epochs", "3", "--step", "train", "--x", "1"], ("train", ["--epochs", "3", "--x", "1"])),
+])
+def test_entry_reads_the_step_both_ways(argv, expected):
+    from cloud.aws.entry import split_step
+
+    assert split_step(argv) == expected
+
+
+def test_resolve_data_and_version_from_arn(tmp_path):
+    from cloud.aws.steps import resolve_data, version_from_arn
+    from cloud.errors import DataError
+
+    (tmp_path / "snips" / "train").mkdir(parents=True)
+    assert resolve_data(tmp_path / "snips") == tmp_path / "snips"
+    assert resolve_data(tmp_path) == tmp_path / "snips"  # one level down, as s3 sync lays it out
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "intents.csv").write_text("text,intent\n")
+    assert resolve_data(csv_dir) == csv_dir / "intents.csv"
+    (csv_dir / "more.csv").write_text("text,intent\n")
+    with pytest.raises(DataError, match="exactly one CSV"):
+        resolve_data(csv_dir)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/slm-intents-snips/12"
+    assert version_from_arn(arn) == ("slm-intents-snips", 12)
+
+
+def test_prepare_job_runs_from_the_unpacked_source_bundle(tmp_path, tiny_csv):
+    # Given the source bundle laid out as the processing job sees it, When sm_entry.py runs "prepare",
+    # Then cloud.data and cloud.validate run from the bundle and write processed/ and validation/
+    from cloud.aws.code import ENTRY_SCRIPT, collect_source
+
+    source = collect_source()
+    (tmp_path / "input" / "source").mkdir(parents=True)
+    (tmp_path / "input" / "source" / "sourcedir.tar.gz").write_bytes(source.tarball())
+    (tmp_path / "input" / "code").mkdir()
+    entry = tmp_path / "input" / "code" / ENTRY_SCRIPT
+    entry.write_bytes(source.entry_script)
+    (tmp_path / "input" / "data").mkdir()
+    (tmp_path / "input" / "data" / "intents.csv").write_bytes(tiny_csv.read_bytes())
+    env = {**os.environ, "SLM_SOURCE_TARBALL": str(tmp_path / "input/source/sourcedir.tar.gz"),
+           "SLM_SOURCE_DIR": str(tmp_path / "source"), "SLM_SKIP_INSTALL": "1", "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, str(entry), "prepare", "--data", str(tmp_path / "input" / "data"),
+                           "--out", str(tmp_path / "output")], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "output" / "processed").iterdir()} >= {"train.csv", "val.csv", "test.csv"}
+    assert (tmp_path / "output" / "validation" / "validation.json").is_file()
+    assert (tmp_path / "source" / "cloud" / "aws" / "steps.py").is_file()  # it ran from the bundle
+
+
+def test_compile_edge_step_writes_the_bundle_and_records_it(moto_aws, candidate_bundle, tmp_path):
+    from cloud.aws.steps import run_step
+    from cloud.registry import open_registry
+    from edge_runtime.bundle import Bundle
+
+    with open_registry("sagemaker", region=REGION) as reg:
+        pkg = reg.register("slm-intents-snips", {"int8": {"macro_f1": 0.98}}, {"run_id": "exec-1"}, {})
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({
+        "fp32": {"accuracy": 0.99, "macro_f1": 0.99}, "int8": {"accuracy": 0.98, "macro_f1": 0.98},
+        "agreement": 0.995}))
+    (evaluation / "reference.json").write_text(json.dumps({"label_distribution": {"PlayMusic": 1.0}}))
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/slm-intents-snips/{pkg.version}"
+    rc = run_step("compile-edge", ["--candidate", str(candidate_bundle), "--onnx", str(tmp_path / "none"),
+                                   "--evaluation", str(evaluation), "--out", str(tmp_path / "edge"),
+                                   "--model-package-arn", arn, "--bucket", "b", "--role-arn", "r",
+                                   "--region", REGION, "--neo", "false", "--run-id", "exec-1"])
+    assert rc == 0
+    bundle = Bundle.load(tmp_path / "edge" / str(pkg.version))
+    assert bundle.manifest.metrics["int8"]["macro_f1"] == 0.98
+    assert bundle.manifest.reference == {"label_distribution": {"PlayMusic": 1.0}}
+    assert bundle.manifest.lineage["registry"]["version"] == pkg.version
+    assert bundle.manifest.lineage["neo"]["status"] == "skipped"
+    assert (tmp_path / "edge" / f"{pkg.version}.zip").is_file()
+    with open_registry("sagemaker", region=REGION) as reg:
+        assert reg.get("slm-intents-snips", pkg.version).artifacts == {
+            "bundle": f"s3://b/slm-intents/edge/{pkg.version}", "bundle_zip": f"s3://b/slm-intents/edge/{pkg.version}.zip"}
+
+
+def test_unknown_step_is_a_usage_error(capsys):
+    from cloud.aws.steps import run_step
+
+    assert run_step("deploy", []) == 2
+    assert "expected one of: prepare, train, evaluate, compile-edge" in capsys.readouterr().out
+
+
+def test_model_tarball_is_unpacked_for_evaluation(tmp_path):
+    from cloud.aws.steps import _extract_model
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("config.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.tar.gz").write_bytes(buf.getvalue())
+    out = _extract_model(tmp_path / "model", tmp_path / "ckpt")
+    assert (out / "config.json").read_text() == "{}"
+
+
+def test_train_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_csv, tiny_base_model, monkeypatch):
+    # Given prepared data, When the train job (SageMaker's env vars) and the evaluate job run,
+    # Then evaluation/ holds metrics.json and the gate.json the pipeline's condition reads
+    from cloud.aws.steps import run_step
+    from tests.cloud.conftest import make_params
+
+    params = make_params(tmp_path, tiny_base_model, **{"train.epochs": 2})
+    assert run_step("prepare", ["--data", str(tiny_csv), "--out", str(tmp_path / "prep"), "--params", str(params)]) == 0
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "prep" / "processed"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(tmp_path / "train-output"))
+    assert run_step("train", ["--params", str(params), "--threads", "2"]) == 0
+    assert json.loads((tmp_path / "train-output" / "params.json").read_text())["train"]["threads"] == 2
+    rc = run_step("evaluate", ["--model", str(tmp_path / "model"), "--data", str(tmp_path / "prep" / "processed"),
+                               "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                               "--params", str(params)])
+    assert rc == 0
+    gate = json.loads((tmp_path / "out" / "evaluation" / "gate.json").read_text())
+    metrics = json.loads((tmp_path / "out" / "evaluation" / "metrics.json").read_text())
+    assert gate["int8_macro_f1"] == metrics["int8"]["macro_f1"]
+    assert gate["int8_drop"] == pytest.approx(metrics["fp32"]["macro_f1"] - metrics["int8"]["macro_f1"])
+    assert (tmp_path / "out" / "candidate" / "manifest.json").is_file()
+    assert (tmp_path / "out" / "onnx" / "model.fp32.onnx").is_file()  # what Neo compiles

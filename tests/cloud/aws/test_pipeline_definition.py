@@ -1,0 +1,246 @@
+"""The SageMaker pipeline definition: steps, dependencies, condition, parameters, register step - built offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud.params import load_params
+from tests.cloud.aws.conftest import BUCKET, REGION, ROLE_ARN, stub
+
+PARAMS = load_params()
+
+
+def _steps(definition):
+    """Every step by name, the condition's branches included."""
+    out = {}
+    for step in definition["Steps"]:
+        out[step["Name"]] = step
+        if step["Type"] == "Condition":
+            for branch in ("IfSteps", "ElseSteps"):
+                for inner in step["Arguments"][branch]:
+                    out[inner["Name"]] = inner
+    return out
+
+
+def _refs(node) -> set[str]:
+    """The ``Get`` references anywhere under ``node`` (how SageMaker sees data dependencies)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Get" and isinstance(v, str):
+                found.add(v)
+            else:
+                found |= _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= _refs(v)
+    return found
+
+
+def _depends_on(step) -> set[str]:
+    return {r.split(".")[1] for r in _refs(step["Arguments"]) if r.startswith("Steps.")}
+
+
+def test_steps_and_their_types(sagemaker_definition):
+    # Given the definition built offline, When its steps are listed, Then they are the seed's pipeline
+    d, _ = sagemaker_definition
+    assert [(s["Name"], s["Type"]) for s in d["Steps"]] == [
+        ("PrepareData", "Processing"), ("Train", "Training"), ("Evaluate", "Processing"),
+        ("CheckQualityGate", "Condition")]
+    cond = d["Steps"][3]["Arguments"]
+    assert [(s["Name"], s["Type"]) for s in cond["IfSteps"]] == [("RegisterModel", "RegisterModel"),
+                                                                  ("CompileEdge", "Processing")]
+    assert [(s["Name"], s["Type"]) for s in cond["ElseSteps"]] == [("QualityGateFailed", "Fail")]
+
+
+def test_data_dependencies_chain_the_steps(sagemaker_definition):
+    d, _ = sagemaker_definition
+    steps = _steps(d)
+    assert _depends_on(steps["PrepareData"]) == set()
+    assert _depends_on(steps["Train"]) == {"PrepareData"}
+    assert _depends_on(steps["Evaluate"]) == {"PrepareData", "Train"}
+    assert _depends_on(steps["RegisterModel"]) == {"Train", "Evaluate"}
+    assert "Steps.RegisterModel.ModelPackageArn" in _refs(steps["CompileEdge"]["Arguments"])
+    assert _depends_on(steps["CompileEdge"]) == {"RegisterModel", "Evaluate"}
+
+
+def test_parameters_take_their_defaults_from_params_json(sagemaker_definition):
+    d, _ = sagemaker_definition
+    params = {p["Name"]: p for p in d["Parameters"]}
+    assert list(params) == ["InputData", "ProcessingInstanceType", "TrainingInstanceType", "MinMacroF1",
+                            "MaxInt8Drop", "ModelPackageGroupName", "ModelApprovalStatus", "NeoCompile"]
+    assert params["MinMacroF1"] == {"Name": "MinMacroF1", "Type": "Float",
+                                    "DefaultValue": PARAMS.gate["min_macro_f1"]}
+    assert params["MaxInt8Drop"]["DefaultValue"] == PARAMS.gate["max_int8_drop"]
+    assert params["ModelPackageGroupName"]["DefaultValue"] == PARAMS.model_package_group
+    assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
+    assert params["InputData"]["DefaultValue"] == f"s3://{BUCKET}/slm-intents/raw/"
+
+
+def test_condition_gates_on_int8_macro_f1_and_the_int8_drop(sagemaker_definition):
+    d, _ = sagemaker_definition
+    steps = _steps(d)
+    evaluate = steps["Evaluate"]
+    files = {f["PropertyFileName"]: f for f in evaluate["PropertyFiles"]}
+    assert files["EvaluationMetrics"] == {"PropertyFileName": "EvaluationMetrics", "OutputName": "evaluation",
+                                          "FilePath": "metrics.json"}
+    assert files["QualityGate"]["FilePath"] == "gate.json"
+    f1, drop = d["Steps"][3]["Arguments"]["Conditions"]
+    assert f1["Type"] == "GreaterThanOrEqualTo"
+    assert f1["LeftValue"] == {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationMetrics"},
+                                               "Path": "int8.macro_f1"}}
+    assert f1["RightValue"] == {"Get": "Parameters.MinMacroF1"}
+    assert drop["Type"] == "LessThanOrEqualTo"
+    assert drop["LeftValue"]["Std:JsonGet"]["Path"] == "int8_drop"
+    assert drop["RightValue"] == {"Get": "Parameters.MaxInt8Drop"}
+    assert "Parameters.MinMacroF1" in _refs(steps["QualityGateFailed"]["Arguments"])
+
+
+def test_register_step_is_pending_manual_approval_in_staging_with_metrics(sagemaker_definition):
+    d, _ = sagemaker_definition
+    register = _steps(d)["RegisterModel"]["Arguments"]
+    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    assert register["ModelPackageGroupName"] == {"Get": "Parameters.ModelPackageGroupName"}
+    assert register["ModelLifeCycle"]["Stage"] == "Staging"
+    stats = register["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert stats["ContentType"] == "application/json"
+    assert stats["S3Uri"]["Std:Join"]["Values"] == [
+        {"Get": "Steps.Evaluate.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"}, "metrics.json"]
+    meta = register["CustomerMetadataProperties"]
+    assert {"metrics.int8.macro_f1", "metrics.fp32.macro_f1", "metrics.agreement", "lineage.run_id",
+            "artifacts.model", "artifacts.evaluation"} <= set(meta)
+    assert meta["lineage.run_id"] == {"Get": "Execution.PipelineExecutionId"}
+    assert register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
+        "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+
+
+def test_compile_step_runs_neo_for_linux_arm64_and_writes_to_edge(sagemaker_definition):
+    d, _ = sagemaker_definition
+    compile_edge = _steps(d)["CompileEdge"]["Arguments"]
+    args = compile_edge["AppSpecification"]["ContainerArguments"]
+    assert args[0] == "compile-edge"
+    assert args[args.index("--neo") + 1] == {"Get": "Parameters.NeoCompile"}
+    assert args[args.index("--role-arn") + 1] == ROLE_ARN and args[args.index("--region") + 1] == REGION
+    (edge,) = compile_edge["ProcessingOutputConfig"]["Outputs"]
+    assert edge["S3Output"]["S3Uri"] == f"s3://{BUCKET}/slm-intents/edge"
+    assert "CacheConfig" not in _steps(d)["CompileEdge"]  # a new version is never a cache hit
+
+
+def test_every_job_runs_the_source_bundle_of_this_checkout(sagemaker_definition):
+    d, digest = sagemaker_definition
+    steps = _steps(d)
+    code = f"s3://{BUCKET}/slm-intents/code/{digest}"
+    for name in ("PrepareData", "Evaluate", "CompileEdge"):
+        app = steps[name]["Arguments"]["AppSpecification"]
+        assert app["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/sm_entry.py"]
+        inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
+        assert inputs["code"] == f"{code}/sm_entry.py" and inputs["source"] == f"{code}/sourcedir.tar.gz"
+    hp = steps["Train"]["Arguments"]["HyperParameters"]
+    assert json.loads(hp["sagemaker_submit_directory"]) == f"{code}/sourcedir.tar.gz"
+    assert json.loads(hp["sagemaker_program"]) == "sm_entry.py" and json.loads(hp["step"]) == "train"
+    assert steps["Train"]["Arguments"]["RoleArn"] == ROLE_ARN
+
+
+def test_prepare_train_and_evaluate_are_cached(sagemaker_definition):
+    d, _ = sagemaker_definition
+    steps = _steps(d)
+    for name in ("PrepareData", "Train", "Evaluate"):
+        assert steps[name]["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+
+
+def test_upsert_uploads_the_code_creates_the_group_and_the_pipeline(sagemaker_definition, s3_bucket):
+    import boto3
+
+    from cloud.aws.code import collect_source
+    from cloud.aws.pipeline import PipelineBuild, PipelineConfig, upload_source, upsert
+
+    # Given an empty bucket and registry, When the pipeline is upserted
+    config = PipelineConfig(region=REGION, role_arn=ROLE_ARN, bucket=BUCKET)
+    first = upsert(config)
+    assert first["pipeline_arn"].endswith(":pipeline/slm-intents")
+    assert first["code"] == f"s3://{BUCKET}/slm-intents/code/{sagemaker_definition[1]}"
+    assert first["uploaded"] == [f"{first['code']}/sourcedir.tar.gz", f"{first['code']}/sm_entry.py"]
+    # Then the same code is not uploaded twice
+    build = PipelineBuild(pipeline=None, source=collect_source(), code_uri=first["code"], params=PARAMS, config=config)
+    assert upload_source(build) == []
+    sm = boto3.client("sagemaker", region_name=REGION)
+    stored = json.loads(sm.describe_pipeline(PipelineName="slm-intents")["PipelineDefinition"])
+    assert [s["Name"] for s in stored["Steps"]] == ["PrepareData", "Train", "Evaluate", "CheckQualityGate"]
+    assert sm.describe_model_package_group(ModelPackageGroupName=PARAMS.model_package_group)
+
+
+def test_upsert_without_credentials_says_so(sagemaker_definition, monkeypatch):
+    from cloud.aws.errors import AwsCallFailed
+    from cloud.aws.pipeline import PipelineConfig, upsert
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(AwsCallFailed, match="no AWS credentials"):
+        upsert(PipelineConfig(region=REGION, role_arn=ROLE_ARN, bucket=BUCKET))
+
+
+def test_start_passes_parameter_overrides(moto_aws):
+    import boto3
+
+    from cloud.aws.pipeline import start
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    stubber = stub(sm)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/slm-intents/execution/abc"
+    stubber.add_response("start_pipeline_execution", {"PipelineExecutionArn": arn},
+                         {"PipelineName": "slm-intents", "PipelineExecutionDisplayName": "ci-7",
+                          "PipelineParameters": [{"Name": "MinMacroF1", "Value": "0.96"}]})
+    assert start("slm-intents", parameters={"MinMacroF1": 0.96}, display_name="ci-7", client=sm) == arn
+    stubber.assert_no_pending_responses()
+
+
+def test_status_reports_the_latest_execution_and_its_steps(moto_aws, capsys, monkeypatch):
+    import datetime as dt
+
+    import boto3
+
+    import cloud.aws.pipeline as aws_pipeline
+    from cloud.pipeline import main
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    stubber = stub(sm)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/slm-intents/execution/abc"
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    stubber.add_response("list_pipeline_executions", {"PipelineExecutionSummaries": [{"PipelineExecutionArn": arn}]},
+                         {"PipelineName": "slm-intents", "SortBy": "CreationTime", "SortOrder": "Descending",
+                          "MaxResults": 1})
+    stubber.add_response("describe_pipeline_execution", {
+        "PipelineExecutionArn": arn, "PipelineExecutionStatus": "Failed", "CreationTime": t0,
+        "FailureReason": "Step failure: One or multiple steps failed."}, {"PipelineExecutionArn": arn})
+    stubber.add_response("list_pipeline_execution_steps", {"PipelineExecutionSteps": [
+        {"StepName": "PrepareData", "StepStatus": "Succeeded", "StartTime": t0, "CacheHitResult": {
+            "SourcePipelineExecutionArn": arn}},
+        {"StepName": "QualityGateFailed", "StepStatus": "Failed", "FailureReason": "quality gate failed: ..."}]},
+        {"PipelineExecutionArn": arn, "SortOrder": "Ascending"})
+    monkeypatch.setattr(aws_pipeline, "make_client", lambda *a, **k: sm)
+    rc = main(["status", "--region", REGION])
+    out = capsys.readouterr().out
+    assert rc == 1  # a failed execution
+    assert "slm-intents: Failed" in out and "PrepareData" in out and "(cached)" in out
+    assert "quality gate failed" in out
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.aws
+def test_upsert_on_a_real_account():
+    """Needs --run-aws, credentials, SLM_AWS_BUCKET and SLM_AWS_ROLE_ARN (stacks of infra/)."""
+    import os
+
+    from cloud.aws.pipeline import PipelineConfig, upsert
+
+    bucket, role = os.environ.get("SLM_AWS_BUCKET"), os.environ.get("SLM_AWS_ROLE_ARN")
+    if not bucket or not role:
+        pytest.skip("set SLM_AWS_BUCKET and SLM_AWS_ROLE_ARN")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION
+    result = upsert(PipelineConfig(region=region, role_arn=role, bucket=bucket, name="slm-intents-test"))
+    assert result["pipeline_arn"].endswith(":pipeline/slm-intents-test")

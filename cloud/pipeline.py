@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import CloudError, GateFailed, ValidationFailed
+from .errors import CloudError
 from .params import Params, load_params
 from .store import Store
 
@@ -384,11 +384,17 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = pipeline.run()
         rc = 0
-    except (CloudError, GateFailed, ValidationFailed) as exc:
+    except CloudError as exc:
         summary = pipeline.fail(exc)
         print(f"\npipeline stopped: {exc}", file=sys.stderr)
         if getattr(exc, "report", ""):
             print(exc.report, file=sys.stderr)  # type: ignore[attr-defined]
+        rc = 1
+    except Exception as exc:  # a bug or an environment problem: still leave a failed summary behind
+        import traceback
+
+        traceback.print_exc()
+        summary = pipeline.fail(exc)
         rc = 1
     print("\n" + pipeline.table())
     if summary.get("metrics"):
@@ -416,8 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--summary-json", default=None, help="also write the run summary here")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+    from .aws.cli import add_pipeline_commands  # definition / upsert / start / status (SageMaker)
+
+    add_pipeline_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run" and str(args.store or "").startswith("s3://"):
+        from .aws.cli import run_with_s3_store
+
+        return int(run_with_s3_store(args, _run))
     return int(args.func(args))
 
 

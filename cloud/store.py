@@ -17,6 +17,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .aws.s3store import S3Store
 
 __all__ = ["Store", "DEFAULT_STORE"]
 
@@ -32,10 +36,14 @@ class Store:
     project: str = PROJECT
 
     @classmethod
-    def at(cls, location: str | os.PathLike[str] | None = None) -> "Store":
+    def at(cls, location: str | os.PathLike[str] | None = None) -> "Union[Store, S3Store]":
+        """A local store, or for ``s3://bucket[/prefix]`` the S3 store with the same key layout
+        (:class:`cloud.aws.s3store.S3Store`; boto3 is imported only when it first talks to S3)."""
         loc = os.fspath(location or DEFAULT_STORE)
         if loc.startswith("s3://"):
-            raise NotImplementedError("the S3 store is not available yet; use a local directory")
+            from .aws.s3store import S3Store
+
+            return S3Store.from_uri(loc)
         return cls(Path(loc))
 
     @property

@@ -23,9 +23,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .service.config import flags_from_namespace
+    from .service.runner import load_config, serve
+
+    config = load_config(flags_from_namespace(args), file=args.config_file)
+    logging.getLogger().setLevel(config.log_level.upper())
+    return serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m edge_runtime", description="On-device intent classification.")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    parser.add_argument("--log-level", default=None, help="logging level (default: WARNING; serve: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin); one JSON line each")
@@ -36,13 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("texts", nargs="*")
     p.set_defaults(func=_predict)
+
+    from .service.config import add_arguments  # dataclasses only: no model, no MQTT client
+
+    p = sub.add_parser("serve", help="serve intent requests over MQTT or Greengrass IPC until SIGTERM",
+                       description="Serve contract 4: requests on cmd/intents/<thing>/request, replies on "
+                                   "cmd/intents/<thing>/response, status on dt/intents/<thing>/status. Settings come "
+                                   "from flags, --config FILE, EDGE_INTENTS_* variables and, under Greengrass IPC, "
+                                   "the component configuration.")
+    add_arguments(p)
+    p.set_defaults(func=_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=(args.log_level or "WARNING").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .errors import EdgeRuntimeError
 
     try:

@@ -1,7 +1,8 @@
 """The model registry: model package groups, numbered versions, approval and lifecycle (SageMaker semantics).
 
 The backend is a parameter: ``"local"`` is a SQLite file in the store (:class:`SqliteRegistry`); ``"sagemaker"``
-(the SageMaker Model Registry behind the same :class:`ModelRegistry` interface) comes later.
+is the SageMaker Model Registry behind the same :class:`ModelRegistry` interface
+(:class:`cloud.registry.sagemaker.SageMakerRegistry`, needs ``pip install 'slm-intents[aws]'``).
 
 Example::
 
@@ -59,7 +60,8 @@ def open_registry(
 
     ``local``: the SQLite file ``path`` if given (``":memory:"`` for a throw-away one), else the store's
     ``registry_db`` (``store`` is a :class:`~cloud.store.Store` or its directory; default ``.store``).
-    Other keyword arguments go to the backend (:class:`SqliteRegistry`: ``create``, ``timeout``, ``clock``).
+    Other keyword arguments go to the backend (:class:`SqliteRegistry`: ``create``, ``timeout``, ``clock``;
+    ``SageMakerRegistry``: ``region``, ``client``, ``inference_image``, ``clock``).
     """
     name = str(backend).lower()
     if name in ("local", "sqlite"):
@@ -70,7 +72,8 @@ def open_registry(
                 raise RegistryError(f"the local registry needs a local store: {exc}") from None
         return SqliteRegistry(path, **kw)
     if name == "sagemaker":
-        raise RegistryError(
-            "the SageMaker registry backend is not available yet; use backend='local' (--backend local)"
-        )
+        from .sagemaker import SageMakerRegistry
+
+        kw.pop("create", None)  # a SageMaker group is created on first registration
+        return SageMakerRegistry(**kw)
     raise RegistryError(f"unknown registry backend {backend!r}; expected one of: {', '.join(BACKENDS)}")

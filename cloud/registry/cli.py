@@ -2,13 +2,14 @@
 
 ::
 
-    python -m cloud.registry [--store DIR] [--backend local] [--params F] COMMAND ...
+    python -m cloud.registry [--store DIR] [--backend local|sagemaker] [--region R] [--params F] COMMAND ...
     python -m cloud.registry list [--group G] [--status S] [--stage S] [--json]
     python -m cloud.registry show [GROUP] VERSION [--json]
     python -m cloud.registry approve [GROUP] VERSION [--by NAME] --reason TEXT [--json]
     python -m cloud.registry reject  [GROUP] VERSION [--by NAME] --reason TEXT [--json]
 
 GROUP defaults to ``model_package_group`` of the params file; ``--by`` defaults to ``$USER``.
+``--backend sagemaker`` uses the SageMaker Model Registry of ``--region`` (default: the AWS configuration).
 Exit codes: 0 done, 1 registry error (message on stderr), 2 usage error.
 """
 
@@ -33,6 +34,8 @@ def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("--store", default=default(DEFAULT_STORE), help=f"store directory (default {DEFAULT_STORE})")
     parser.add_argument("--backend", default=default("local"), choices=("local", "sagemaker"),
                         help="registry backend (default local)")
+    parser.add_argument("--region", default=default(None),
+                        help="AWS region of the SageMaker registry (default: AWS_REGION / the AWS config)")
     parser.add_argument("--params", default=default(None),
                         help="params file naming the default group (default pipelines/params.json)")
 
@@ -98,7 +101,7 @@ def _open(args: argparse.Namespace) -> ModelRegistry:
     if args.backend == "local":
         # Reading commands never create an empty registry file as a side effect.
         return open_registry("local", path=_registry_path(args), create=False)
-    return open_registry(args.backend)
+    return open_registry(args.backend, region=args.region)
 
 
 def _add_ref(parser: argparse.ArgumentParser) -> None:

@@ -576,8 +576,11 @@ def test_cli_errors_exit_1_with_a_message(cli_store, capsys, monkeypatch):
     assert code == 1 and "--by" in err
     code, _, err = run_cli(capsys, "--store", str(cli_store / "none"), "show", GROUP, "1")
     assert code == 1 and "no registry at" in err
-    code, _, err = run_cli(capsys, "--backend", "sagemaker", "list")
-    assert code == 1 and "not available yet" in err
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    code, _, err = run_cli(capsys, "--backend", "sagemaker", "list")  # no region: refused before any AWS call
+    assert code == 1 and "no AWS region" in err
 
 
 def test_cli_usage_errors_exit_2(capsys):

@@ -138,6 +138,7 @@ def test_model_tarball_is_unpacked_for_evaluation(tmp_path):
     assert (out / "config.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_csv, tiny_base_model, monkeypatch):
     # Given prepared data, When the train job (SageMaker's env vars) and the evaluate job run,
     # Then evaluation/ holds metrics.json and the gate.json the pipeline's condition reads

@@ -1,0 +1,37 @@
+"""cloud.aws: the same pipeline and interfaces on AWS - SageMaker Pipelines, S3, Neo, Greengrass.
+
+Nothing here imports boto3 or the SageMaker SDK at import time (``pip install 'slm-intents[aws]'`` brings
+them); each function imports what it uses. Modules:
+
+- :mod:`cloud.aws.pipeline`: the SageMaker Pipelines definition (SDK 3.x) and ``upsert`` / ``start`` / ``status``
+- :mod:`cloud.aws.s3store`: :class:`S3Store`, contract 2's key layout in a bucket (``Store.at("s3://...")``)
+- :mod:`cloud.aws.neo`: SageMaker Neo compilation into the edge bundle's ``dlr`` backend, with fallback
+- :mod:`cloud.aws.greengrass`: component versions and staged (canary -> fleet) deployments
+- :mod:`cloud.aws.code`, :mod:`cloud.aws.entry`, :mod:`cloud.aws.steps`: what the SageMaker jobs run
+- :mod:`cloud.registry.sagemaker`: the SageMaker Model Registry backend (``open_registry("sagemaker")``)
+"""
+
+from .errors import AwsCallFailed, AwsError, DeploymentBlocked, DependencyMissing, NeoCompileFailed
+from .greengrass import RolloutConfig
+from .neo import NeoConfig, NeoResult, NeoTarget
+from .pipeline import PipelineConfig, build_pipeline, definition, start, status, upsert
+from .s3store import S3Store
+
+__all__ = [
+    "AwsCallFailed",
+    "AwsError",
+    "DependencyMissing",
+    "DeploymentBlocked",
+    "NeoCompileFailed",
+    "NeoConfig",
+    "NeoResult",
+    "NeoTarget",
+    "PipelineConfig",
+    "RolloutConfig",
+    "S3Store",
+    "build_pipeline",
+    "definition",
+    "start",
+    "status",
+    "upsert",
+]

@@ -1,0 +1,70 @@
+"""boto3 access in one place: imported lazily, clients per region, AWS errors turned into clear messages."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import AwsCallFailed, DependencyMissing
+
+__all__ = ["boto3_module", "make_session", "make_client", "call", "error_code"]
+
+AWS_EXTRA = "pip install 'slm-intents[aws]'"
+
+
+def boto3_module() -> Any:
+    """``import boto3``, or :class:`DependencyMissing` naming the extra."""
+    try:
+        import boto3
+    except ImportError:
+        raise DependencyMissing(f"boto3 is not installed: {AWS_EXTRA}") from None
+    return boto3
+
+
+def make_session(region: str | None = None, profile: str | None = None) -> Any:
+    """A ``boto3.Session``; region and profile fall back to the usual AWS configuration chain."""
+    boto3 = boto3_module()
+    return boto3.Session(region_name=region, profile_name=profile) if profile else boto3.Session(region_name=region)
+
+
+def make_client(service: str, *, region: str | None = None, session: Any = None) -> Any:
+    """A boto3 client; a missing region is an error here, not a confusing one later."""
+    session = session or make_session(region)
+    resolved = region or session.region_name
+    if not resolved:
+        raise AwsCallFailed(f"no AWS region for {service}: pass --region or set AWS_REGION / AWS_DEFAULT_REGION",
+                            operation=f"{service}.client")
+    return session.client(service, region_name=resolved)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for other exceptions)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def call(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Call a boto3 client method; botocore errors become :class:`AwsCallFailed` with the operation named.
+
+    >>> call(s3.head_bucket, Bucket="b")  # doctest: +SKIP
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+    operation = getattr(fn, "__name__", "call")
+    service = getattr(getattr(fn, "__self__", None), "meta", None)
+    where = f"{service.service_model.service_name}.{operation}" if service is not None else operation
+    try:
+        return fn(**kwargs)
+    except NoCredentialsError:
+        raise AwsCallFailed(f"{where}: no AWS credentials found (configure a profile, environment variables "
+                            "or an instance role)", operation=where, code="NoCredentials") from None
+    except NoRegionError:
+        raise AwsCallFailed(f"{where}: no AWS region (pass --region or set AWS_DEFAULT_REGION)",
+                            operation=where, code="NoRegion") from None
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise AwsCallFailed(f"{where} failed: {code}: {message}", operation=where, code=code) from None
+    except BotoCoreError as exc:
+        raise AwsCallFailed(f"{where} failed: {exc}", operation=where) from None

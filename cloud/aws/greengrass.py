@@ -1,0 +1,390 @@
+"""Greengrass v2: publish component versions from built recipes, deploy them to canary and fleet thing groups.
+
+``publish`` reads a build folder in the GDK layout (``recipes/<recipe>.json|yaml`` and
+``artifacts/<ComponentName>/<ComponentVersion>/<files>``), uploads each artifact to
+``s3://<bucket>/slm-intents/greengrass/<ComponentName>/<ComponentVersion>/<file>``, points the recipe's artifact
+URIs there (matched by file name) and calls ``greengrassv2.create_component_version``; it waits until each
+version is ``DEPLOYABLE``.
+
+``deploy`` calls ``greengrassv2.create_deployment`` on a thing group with ``deploymentPolicies``
+(``failureHandlingPolicy: ROLLBACK``) and an ``iotJobConfiguration`` (exponential rollout rate, abort criteria,
+timeout). A thing group has one active deployment, which replaces the previous one, so a staged rollout uses
+two groups: ``slm-intents-canary`` first, then ``slm-intents-fleet``; deploying to the fleet is refused unless
+the canary group's latest deployment has the same component versions and its IoT job reports every
+device succeeded. Components of the group's current deployment that are not named are kept.
+
+::
+
+    python -m cloud.aws.greengrass publish --build-dir greengrass-build --bucket B --region R
+    python -m cloud.aws.greengrass deploy --stage canary --component com.slmintents.IntentModel=1.0.3 \\
+        --component com.slmintents.IntentService=1.0.3 --region R
+    python -m cloud.aws.greengrass deploy --stage fleet  --component ... --region R
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ._boto import call, make_client, make_session
+from .errors import AwsCallFailed, AwsError, DeploymentBlocked
+from .s3store import S3Store
+
+__all__ = ["Component", "PublishedComponent", "RolloutConfig", "THING_GROUPS", "load_recipe", "find_components",
+           "publish", "deploy", "check_canary", "main"]
+
+THING_GROUPS = {"canary": "slm-intents-canary", "fleet": "slm-intents-fleet"}
+MAX_RECIPE_BYTES = 16 * 1024
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One built component: its recipe and the local files of its artifacts (file name -> path)."""
+
+    name: str
+    version: str
+    recipe: Mapping[str, Any]
+    artifacts: Mapping[str, Path] = field(default_factory=dict)
+    source: Path | None = None
+
+
+@dataclass(frozen=True)
+class PublishedComponent:
+    name: str
+    version: str
+    arn: str
+    state: str
+    artifacts: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "artifacts": list(self.artifacts)}
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How a deployment reaches the devices of a thing group (the ``iotJobConfiguration``) and what a failure does.
+
+    base_rate_per_minute: devices notified per minute at first.
+    increment_factor: the rate multiplier once ``rate_increase_after_succeeded`` devices succeeded.
+    maximum_per_minute: the cap of the rate.
+    abort_failed_percent: cancel the job when this share of devices failed, rejected or timed out ...
+    abort_min_executed: ... once at least this many devices ran it.
+    in_progress_timeout_minutes: a device that has not finished by then counts as timed out.
+    component_update_timeout_s: how long running components get to reach a safe point before updating.
+    failure_handling: ``ROLLBACK`` (a device that fails returns to its previous configuration) or ``DO_NOTHING``.
+    """
+
+    base_rate_per_minute: int = 5
+    increment_factor: float = 2.0
+    rate_increase_after_succeeded: int = 5
+    maximum_per_minute: int = 50
+    abort_failed_percent: float = 10.0
+    abort_min_executed: int = 5
+    in_progress_timeout_minutes: int = 30
+    component_update_timeout_s: int = 60
+    failure_handling: str = "ROLLBACK"
+
+    @classmethod
+    def canary(cls) -> "RolloutConfig":
+        """A few devices, one at a time; the first failure cancels the job."""
+        return cls(base_rate_per_minute=1, increment_factor=1.5, rate_increase_after_succeeded=1,
+                   maximum_per_minute=5, abort_failed_percent=1.0, abort_min_executed=1)
+
+    @classmethod
+    def fleet(cls) -> "RolloutConfig":
+        """The whole fleet, exponentially faster; cancelled when 5% of at least 10 devices fail."""
+        return cls(base_rate_per_minute=10, increment_factor=2.0, rate_increase_after_succeeded=20,
+                   maximum_per_minute=200, abort_failed_percent=5.0, abort_min_executed=10)
+
+    @classmethod
+    def for_stage(cls, stage: str) -> "RolloutConfig":
+        presets = {"canary": cls.canary, "fleet": cls.fleet}
+        if stage not in presets:
+            raise AwsError(f"unknown stage {stage!r}; expected one of: {', '.join(presets)}")
+        return presets[stage]()
+
+    def deployment_policies(self) -> dict[str, Any]:
+        return {"failureHandlingPolicy": self.failure_handling,
+                "componentUpdatePolicy": {"timeoutInSeconds": self.component_update_timeout_s,
+                                          "action": "NOTIFY_COMPONENTS"},
+                "configurationValidationPolicy": {"timeoutInSeconds": 30}}
+
+    def iot_job_configuration(self) -> dict[str, Any]:
+        criteria = [{"failureType": kind, "action": "CANCEL", "thresholdPercentage": self.abort_failed_percent,
+                     "minNumberOfExecutedThings": self.abort_min_executed}
+                    for kind in ("FAILED", "REJECTED", "TIMED_OUT")]
+        return {
+            "jobExecutionsRolloutConfig": {
+                "exponentialRate": {"baseRatePerMinute": self.base_rate_per_minute,
+                                    "incrementFactor": self.increment_factor,
+                                    "rateIncreaseCriteria": {"numberOfSucceededThings": self.rate_increase_after_succeeded}},
+                "maximumPerMinute": self.maximum_per_minute},
+            "abortConfig": {"criteriaList": criteria},
+            "timeoutConfig": {"inProgressTimeoutInMinutes": self.in_progress_timeout_minutes},
+        }
+
+
+# --------------------------------------------------------------------------------------------------- recipes
+def load_recipe(path: Path) -> dict[str, Any]:
+    """A recipe file (JSON, or YAML with PyYAML installed)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise AwsError(f"{path}: reading YAML recipes needs PyYAML (pip install pyyaml)") from None
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise AwsError(f"{path}: a recipe must be a mapping")
+    return data
+
+
+def _check_recipe(recipe: Mapping[str, Any], where: str) -> tuple[str, str]:
+    name, version = recipe.get("ComponentName"), str(recipe.get("ComponentVersion", ""))
+    if not isinstance(name, str) or not name:
+        raise AwsError(f"{where}: the recipe has no ComponentName")
+    if not _SEMVER.match(version):
+        raise AwsError(f"{where}: ComponentVersion {version!r} is not a semantic version "
+                       "(NEXT_PATCH and friends are resolved by the build step, not by publish)")
+    if not recipe.get("Manifests"):
+        raise AwsError(f"{where}: the recipe has no Manifests")
+    return name, version
+
+
+def find_components(build_dir: Path) -> list[Component]:
+    """The components of a GDK-style build folder (``recipes/`` and ``artifacts/<name>/<version>/``)."""
+    build_dir = Path(build_dir)
+    recipes = sorted(p for p in (build_dir / "recipes").glob("*") if p.suffix.lower() in (".json", ".yaml", ".yml"))
+    if not recipes:
+        raise AwsError(f"no recipes in {build_dir / 'recipes'} (run the Greengrass build step first)")
+    components = []
+    for path in recipes:
+        recipe = load_recipe(path)
+        name, version = _check_recipe(recipe, str(path))
+        folder = build_dir / "artifacts" / name / version
+        files = {p.name: p for p in sorted(folder.glob("*")) if p.is_file()} if folder.is_dir() else {}
+        components.append(Component(name, version, recipe, files, path))
+    return components
+
+
+def _rewrite_artifacts(recipe: Mapping[str, Any], uploaded: Mapping[str, str], where: str) -> dict[str, Any]:
+    out = json.loads(json.dumps(recipe))
+    for manifest in out.get("Manifests", []):
+        for artifact in manifest.get("Artifacts", []) or []:
+            uri = str(artifact.get("Uri", ""))
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+            if name in uploaded:
+                artifact["Uri"] = uploaded[name]
+            elif not uri.startswith(("s3://", "docker:")) or "{" in uri or "BUCKET_NAME" in uri:
+                raise AwsError(f"{where}: artifact {uri!r} has no file {name!r} in the build's artifacts folder")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- publish
+def publish(components: Sequence[Component], *, store: S3Store, greengrass: Any, skip_existing: bool = False,
+            wait: bool = True, timeout_s: float = 300.0, poll_s: float = 5.0,
+            sleep: Callable[[float], None] = time.sleep) -> list[PublishedComponent]:
+    """Upload artifacts, create the component versions, wait until they are DEPLOYABLE."""
+    published = []
+    for comp in components:
+        where = str(comp.source or comp.name)
+        _check_recipe(comp.recipe, where)
+        uploaded = {}
+        for file_name, path in comp.artifacts.items():
+            uri = store.uri_of("greengrass", comp.name, comp.version, file_name)
+            store.upload_file(path, uri)
+            uploaded[file_name] = uri
+        recipe = _rewrite_artifacts(comp.recipe, uploaded, where)
+        body = json.dumps(recipe, indent=2).encode()
+        if len(body) > MAX_RECIPE_BYTES:
+            raise AwsError(f"{where}: the recipe is {len(body)} bytes; Greengrass takes at most {MAX_RECIPE_BYTES}")
+        try:
+            response = call(greengrass.create_component_version, inlineRecipe=body)
+            arn = response["arn"]
+        except AwsCallFailed as exc:
+            if exc.code != "ConflictException" or not skip_existing:
+                if exc.code == "ConflictException":
+                    raise AwsError(f"{comp.name} {comp.version} already exists; bump ComponentVersion "
+                                   "(or pass --skip-existing)") from None
+                raise
+            arn = _component_arn(greengrass, comp.name, comp.version)
+        state = _wait_deployable(greengrass, arn, wait=wait, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep)
+        published.append(PublishedComponent(comp.name, comp.version, arn, state, tuple(uploaded.values())))
+    return published
+
+
+def _component_arn(greengrass: Any, name: str, version: str) -> str:
+    for rows in _pages(greengrass.list_components, "components", scope="PRIVATE"):
+        for comp in rows:
+            if comp.get("componentName") == name:
+                return f"{comp['arn']}:versions:{version}"
+    raise AwsError(f"{name} {version} exists but was not found in the private components")
+
+
+def _pages(fn: Callable[..., Any], key: str, **kwargs: Any) -> Any:
+    while True:
+        page = call(fn, **kwargs)
+        yield page.get(key, [])
+        if not page.get("nextToken"):
+            return
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def _wait_deployable(greengrass: Any, arn: str, *, wait: bool, timeout_s: float, poll_s: float,
+                     sleep: Callable[[float], None]) -> str:
+    started = time.monotonic()
+    while True:
+        status = call(greengrass.describe_component, arn=arn).get("status", {})
+        state = status.get("componentState", "")
+        if state == "FAILED":
+            errors = status.get("errors") or {}
+            raise AwsError(f"{arn}: Greengrass refused the component: {status.get('message', '')} {errors}".strip())
+        if state == "DEPLOYABLE" or not wait:
+            return state
+        if time.monotonic() - started > timeout_s:
+            raise AwsError(f"{arn}: still {state} after {timeout_s:.0f}s")
+        sleep(poll_s)
+
+
+# --------------------------------------------------------------------------------------------------- deploy
+def _thing_group_arn(iot: Any, group: str) -> str:
+    try:
+        return str(call(iot.describe_thing_group, thingGroupName=group)["thingGroupArn"])
+    except AwsCallFailed as exc:
+        if exc.code == "ResourceNotFoundException":
+            raise DeploymentBlocked(f"thing group {group!r} does not exist (infra/iot.yaml creates it)") from None
+        raise
+
+
+def _latest_deployment(greengrass: Any, target_arn: str) -> dict[str, Any] | None:
+    rows = call(greengrass.list_deployments, targetArn=target_arn, historyFilter="LATEST_ONLY").get("deployments", [])
+    if not rows:
+        return None
+    return call(greengrass.get_deployment, deploymentId=rows[0]["deploymentId"])
+
+
+def check_canary(components: Mapping[str, str], *, greengrass: Any, iot: Any,
+                 canary_group: str = THING_GROUPS["canary"]) -> dict[str, Any]:
+    """Raise :class:`DeploymentBlocked` unless the canary group runs ``components`` and every device succeeded."""
+    target = _thing_group_arn(iot, canary_group)
+    latest = _latest_deployment(greengrass, target)
+    if latest is None:
+        raise DeploymentBlocked(f"the canary group {canary_group} has no deployment; deploy --stage canary first")
+    running = {k: v.get("componentVersion") for k, v in (latest.get("components") or {}).items()}
+    differ = {k: v for k, v in components.items() if running.get(k) != v}
+    if differ:
+        raise DeploymentBlocked(f"the canary group runs {running}, not {differ}; deploy these to the canary first")
+    if latest.get("deploymentStatus") in ("FAILED", "CANCELED", "INACTIVE"):
+        raise DeploymentBlocked(f"the canary deployment {latest.get('deploymentId')} is {latest['deploymentStatus']}")
+    job = call(iot.describe_job, jobId=latest["iotJobId"])["job"]
+    details = job.get("jobProcessDetails", {})
+    bad = {k: details.get(k, 0) for k in ("numberOfFailedThings", "numberOfRejectedThings",
+                                          "numberOfTimedOutThings", "numberOfCanceledThings")}
+    pending = details.get("numberOfQueuedThings", 0) + details.get("numberOfInProgressThings", 0)
+    if any(bad.values()):
+        raise DeploymentBlocked(f"the canary job {latest['iotJobId']} has failures: {bad}")
+    if pending or details.get("numberOfSucceededThings", 0) < 1:
+        raise DeploymentBlocked(f"the canary job {latest['iotJobId']} is not done: "
+                                f"{details.get('numberOfSucceededThings', 0)} succeeded, {pending} pending")
+    return {"deployment_id": latest.get("deploymentId"), "iot_job_id": latest["iotJobId"],
+            "succeeded": details.get("numberOfSucceededThings", 0)}
+
+
+def deploy(components: Mapping[str, str], *, stage: str, greengrass: Any, iot: Any, thing_group: str | None = None,
+           rollout: RolloutConfig | None = None, merge_current: bool = True, require_canary: bool = True,
+           deployment_name: str | None = None, configuration: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Create a deployment of ``components`` (name -> version) to the stage's thing group.
+
+    ``merge_current`` keeps the components of the group's current deployment that are not named (a new
+    deployment replaces the old one on every device of the group). For ``stage="fleet"`` the canary group must
+    have run these versions successfully, unless ``require_canary`` is false.
+    """
+    if not components:
+        raise AwsError("name at least one component to deploy (NAME=VERSION)")
+    for name, version in components.items():
+        if not _SEMVER.match(str(version)):
+            raise AwsError(f"{name}: version {version!r} is not a semantic version")
+    rollout = rollout or RolloutConfig.for_stage(stage)
+    group = thing_group or THING_GROUPS.get(stage)
+    if not group:
+        raise AwsError(f"unknown stage {stage!r}; expected one of: {', '.join(THING_GROUPS)}")
+    canary = check_canary(components, greengrass=greengrass, iot=iot) if stage == "fleet" and require_canary else None
+    target = _thing_group_arn(iot, group)
+    wanted: dict[str, dict[str, Any]] = {}
+    if merge_current:
+        current = _latest_deployment(greengrass, target)
+        for name, spec in ((current or {}).get("components") or {}).items():
+            wanted[name] = {"componentVersion": spec["componentVersion"]}
+    for name, version in components.items():
+        wanted[name] = {"componentVersion": str(version)}
+        if configuration and name in configuration:
+            wanted[name]["configurationUpdate"] = {"merge": json.dumps(configuration[name])}
+    response = call(greengrass.create_deployment, targetArn=target,
+                    deploymentName=deployment_name or f"slm-intents-{stage}",
+                    components=wanted, deploymentPolicies=rollout.deployment_policies(),
+                    iotJobConfiguration=rollout.iot_job_configuration(),
+                    tags={"project": "slm-intents", "stage": stage})
+    return {"deployment_id": response.get("deploymentId"), "iot_job_id": response.get("iotJobId"),
+            "iot_job_arn": response.get("iotJobArn"), "target_arn": target, "thing_group": group, "stage": stage,
+            "components": {k: v["componentVersion"] for k, v in wanted.items()}, "canary": canary}
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _components_arg(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, version = item.partition("=")
+        if not sep or not name or not version:
+            raise AwsError(f"--component wants NAME=VERSION, got {item!r}")
+        out[name] = version
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud.aws.greengrass", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("publish", help="create component versions from a build folder (artifacts to S3)")
+    p.add_argument("--build-dir", type=Path, default=Path("greengrass-build"))
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--store-prefix", default="")
+    p.add_argument("--region", default=None)
+    p.add_argument("--skip-existing", action="store_true", help="a version that already exists is not an error")
+    p = sub.add_parser("deploy", help="deploy component versions to the canary or the fleet thing group")
+    p.add_argument("--stage", choices=tuple(THING_GROUPS), required=True)
+    p.add_argument("--component", action="append", default=[], metavar="NAME=VERSION", required=True)
+    p.add_argument("--thing-group", default=None, help="override the stage's thing group")
+    p.add_argument("--no-merge", action="store_true", help="deploy only the named components (others are removed)")
+    p.add_argument("--skip-canary-check", action="store_true", help="fleet: do not require a healthy canary")
+    p.add_argument("--region", default=None)
+    args = parser.parse_args(argv)
+    try:
+        session = make_session(args.region)
+        greengrass = make_client("greengrassv2", region=args.region, session=session)
+        if args.command == "publish":
+            store = S3Store(bucket=args.bucket, prefix=args.store_prefix.strip("/"),
+                            client=make_client("s3", region=args.region, session=session))
+            result: Any = [c.to_dict() for c in publish(find_components(args.build_dir), store=store,
+                                                         greengrass=greengrass, skip_existing=args.skip_existing)]
+        else:
+            result = deploy(_components_arg(args.component), stage=args.stage, greengrass=greengrass,
+                            iot=make_client("iot", region=args.region, session=session),
+                            thing_group=args.thing_group, merge_current=not args.no_merge,
+                            require_canary=not args.skip_canary_check)
+    except AwsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ STORE ?= .store
 PARAMS ?= pipelines/params.json
 # The SNIPS benchmark when it sits beside the checkout; otherwise pass DATA=path/to/snips-or.csv
 DATA ?= $(firstword $(wildcard ../shared/data/snips))
-EXTRAS ?= cloud,dlr,mqtt,dev
+EXTRAS ?= cloud,aws,dlr,mqtt,greengrass,dev
 PYTEST_ARGS ?=
 
 .PHONY: demo test install system-deps bench bench-compare bench-quant clean-store help

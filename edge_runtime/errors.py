@@ -8,7 +8,8 @@
     │   ├── ManifestError            manifest.json is not valid JSON or misses / mistypes a field
     │   ├── UnsupportedFormatError   format or format_version this runtime does not know
     │   ├── MissingFileError         a file the manifest lists is absent
-    │   └── IntegrityError           a file's sha256 differs from the manifest
+    │   ├── IntegrityError           a file's sha256 differs from the manifest
+    │   └── SignatureError           the manifest's Ed25519 signature is missing or wrong (a key is configured)
     ├── BackendError                 a backend cannot load or run the model
     │   └── BackendUnavailableError  the backend's library or artifact is not present here
     ├── InputError                   a request the classifier cannot take (wrong type, too many texts)
@@ -25,6 +26,7 @@ __all__ = [
     "UnsupportedFormatError",
     "MissingFileError",
     "IntegrityError",
+    "SignatureError",
     "BackendError",
     "BackendUnavailableError",
     "InputError",
@@ -58,6 +60,10 @@ class MissingFileError(BundleError):
 
 class IntegrityError(BundleError):
     """A file's sha256 does not match the manifest (corrupt, truncated or tampered)."""
+
+
+class SignatureError(BundleError):
+    """A public key is configured and the bundle's manifest is unsigned, or its signature does not verify."""
 
 
 class BackendError(EdgeRuntimeError):

@@ -55,11 +55,12 @@ DEBIAN_PACKAGES = ("python3", "libstdc++6")
 QEMU_PACKAGE = "qemu-user-static"
 QEMU_BINARY = "usr/bin/qemu-aarch64-static"
 WRAPPER = "debian/usr/bin/python3-qemu"
-#: Extras of pyproject.toml installed on the arm64 side besides the base (device) dependencies: the
-#: dev tools run the tests, dlr and mqtt are optional device paths the edge tests cover when present.
-EXTRAS = ("dlr", "mqtt", "dev")
-#: The test fixtures build their tiny ONNX models with ``onnx`` (a cloud-side package, never on the device).
-EXTRA_PACKAGES = ("onnx",)
+#: Extras of pyproject.toml that belong on a device, installed besides the base (device) dependencies.
+EXTRAS = ("edge", "dlr", "mqtt", "greengrass")
+#: What the emulated edge tests need beyond a device install: the test runner (the dev extra's pytest tools; its
+#: cloud-side tools such as moto stay out), onnx for the fixtures' tiny models, cryptography for bundle
+#: signatures (optional on a device).
+EXTRA_PACKAGES = ("pytest", "pytest-benchmark", "hypothesis", "onnx", "cryptography")
 #: Left out on purpose, with the reason.
 EXCLUDED = {
     "huggingface-hub": "tokenizers needs it only to download from the Hub; the runtime reads tokenizer.json "

@@ -81,7 +81,8 @@ def _load(bundle: "Bundle", choice: BackendName, threads: int | None, providers:
     if choice is BackendName.DLR:
         from .dlr import DlrBackend
 
-        return DlrBackend(bundle.path_of(_require(entry, "dir", bundle)), threads=threads)
+        return DlrBackend(bundle.path_of(_require(entry, "dir", bundle)), threads=threads,
+                          input_shapes=entry.get("input_shapes") or None)
     from .fake import FakeBackend
 
     return FakeBackend(num_labels=len(bundle.manifest.labels), seed=int(entry.get("seed", 0)))

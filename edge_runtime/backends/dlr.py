@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import types
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,14 @@ from ..errors import BackendError, BackendUnavailableError
 __all__ = ["DlrBackend", "import_dlr_offline"]
 
 _PHONE_HOME = "dlr.counter.phone_home"
+
+
+def _fit(row: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad (or cut) a ``[1, n]`` input to ``[1, length]``; zeros are [PAD] ids and masked positions."""
+    out = np.zeros((1, length), dtype=row.dtype)
+    n = min(row.shape[1], length)
+    out[0, :n] = row[0, :n]
+    return out
 
 
 def import_dlr_offline() -> types.ModuleType:
@@ -49,9 +57,13 @@ def import_dlr_offline() -> types.ModuleType:
 
 
 class DlrBackend:
+    """A Neo artifact. Neo compiles for fixed input shapes (``input_shapes`` in the bundle, e.g. ``[1, 40]``),
+    so each text is padded to that length and run alone; padding is masked, so answers do not change."""
+
     name = "dlr"
 
-    def __init__(self, model_dir: str | os.PathLike[str], *, threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike[str], *, threads: int | None = None,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         if not os.path.isdir(model_dir):
             raise BackendUnavailableError(f"no DLR artifact directory at {model_dir}")
         dlr = import_dlr_offline()
@@ -62,10 +74,18 @@ class DlrBackend:
         except Exception as exc:  # DLRLibraryNotFound and friends share no public base class
             raise BackendUnavailableError(f"DLR cannot load {model_dir}: {type(exc).__name__}: {exc}") from None
         self.input_names = tuple(self._model.get_input_names())
+        shapes = {tuple(v) for v in (input_shapes or {}).values()}
+        self.fixed_length = int(next(iter(shapes))[1]) if len(shapes) == 1 else None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         if self._model is None:
             raise BackendError("backend is closed")
+        if self.fixed_length is not None:
+            return np.concatenate([self._run_one({k: _fit(v[i:i + 1], self.fixed_length) for k, v in feeds.items()})
+                                   for i in range(len(next(iter(feeds.values()))))])
+        return self._run_one(feeds)
+
+    def _run_one(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         try:
             return np.asarray(self._model.run(dict(feeds))[0], dtype=np.float32)
         except Exception as exc:

@@ -100,6 +100,14 @@ def _float(v: Any) -> float:
     raise ValueError(f"expected a number, got {type(v).__name__}")
 
 
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
 def _opt_threads(v: Any) -> int | None:
     n = _int(v) if v not in (None, "") else 0
     if n < 0:
@@ -153,6 +161,11 @@ class ServiceConfig:
                           metavar="FILE")
     cert: str | None = _opt("client certificate (PEM) for mutual TLS", None, _opt_str, metavar="FILE")
     key: str | None = _opt("client private key (PEM) for mutual TLS", None, _opt_str, metavar="FILE")
+    require_mtls: bool = _opt("production: refuse an mqtt broker unless it is mqtts:// with --ca, --cert and --key",
+                              False, _bool)
+    bundle_public_key: str | None = _opt("Ed25519 public key (PEM) the bundle must be signed with; unsigned or "
+                                         "badly signed bundles are refused (needs the 'signing' extra)", None,
+                                         _opt_str, metavar="FILE")
     client_id: str | None = _opt("MQTT client id (default: edge-intents-<thing>); stable, so the session persists",
                                  None, _opt_str)
     keepalive_s: int = _opt("MQTT keep-alive in seconds", 30, _int)
@@ -177,6 +190,26 @@ class ServiceConfig:
         (RESPONSE_TOPIC,), _str_tuple)
     status_interval_s: float = _opt("seconds between status messages", 60.0, _float)
     drain_timeout_s: float = _opt("on SIGTERM, how long to wait for in-flight requests, in seconds", 5.0, _float)
+    telemetry_interval: float = _opt("seconds between telemetry messages on dt/intents/<thing>/telemetry "
+                                     "(0: no telemetry)", 60.0, _float, metavar="SECONDS")
+    spool_path: str | None = _opt("SQLite file that holds telemetry while the broker is unreachable (default: "
+                                  "<tmp>/edge-intents/<thing>/telemetry-spool.sqlite; on a device use persistent storage)",
+                                  None, _opt_str, metavar="FILE")
+    spool_max_messages: int = _opt("most telemetry messages kept while offline; the oldest are dropped (and counted) "
+                                   "beyond it", 10000, _int)
+    sample_rate: float = _opt("fraction of requests whose raw texts are published with the outputs, for shadow "
+                              "comparison in the cloud (0: raw texts never leave the device)", 0.0, _float)
+    max_samples: int = _opt("most sampled texts per telemetry window", 100, _int)
+    drift_psi: float = _opt("drift alert when a signal's population stability index exceeds this", 0.25, _float)
+    drift_js: float = _opt("drift alert when a signal's Jensen-Shannon distance exceeds this", 0.3, _float)
+    drift_unknown_rate_delta: float = _opt("drift alert when the [UNK] token rate exceeds the reference's by this",
+                                           0.05, _float)
+    drift_min_requests: int = _opt("telemetry windows with fewer requests are not judged for drift", 50, _int)
+    shadow_bundle: str | None = _opt("candidate bundle run in shadow on the same requests, off the reply path; its "
+                                     "disagreements are published on the telemetry topic", None, _opt_str,
+                                     metavar="DIR")
+    shadow_queue_size: int = _opt("requests waiting for the shadow model at most (beyond: skipped, counted)", 256,
+                                  _int)
     log_level: str = _opt("logging level", "INFO", _str)
 
     def __post_init__(self) -> None:
@@ -198,12 +231,23 @@ class ServiceConfig:
         for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s"):
             if getattr(self, name) < 0:
                 yield f"{name} must be >= 0, got {getattr(self, name)}"
+        if self.telemetry_interval < 0:
+            yield f"telemetry_interval must be >= 0, got {self.telemetry_interval}"
+        if not 0.0 <= self.sample_rate <= 1.0:
+            yield f"sample_rate must be between 0 and 1, got {self.sample_rate}"
+        for name in ("spool_max_messages", "max_samples", "drift_min_requests", "shadow_queue_size"):
+            if getattr(self, name) < 1:
+                yield f"{name} must be >= 1, got {getattr(self, name)}"
         if self.status_interval_s <= 0:
             yield f"status_interval_s must be > 0, got {self.status_interval_s}"
         if self.reconnect_max_s < self.reconnect_min_s:
             yield "reconnect_max_s must be >= reconnect_min_s"
         if self.transport is TransportKind.MQTT:
             yield from _broker_problems(self.broker, self.ca, self.cert, self.key)
+            if self.require_mtls and not (self.broker.startswith("mqtts://") and self.ca and self.cert and self.key):
+                yield "require_mtls: the broker must be mqtts:// with ca, cert and key (mutual TLS)"
+        if self.bundle_public_key and not Path(self.bundle_public_key).is_file():
+            yield f"bundle_public_key file {self.bundle_public_key} does not exist"
         if not self.reply_prefixes:
             yield "reply_prefixes must name at least one topic prefix"
         for p in self.reply_prefixes:

@@ -18,7 +18,7 @@ from .protocol import Topics
 from .service import IntentService, offline_will
 from .transports.base import Transport
 
-__all__ = ["serve", "make_transport", "load_config"]
+__all__ = ["serve", "make_transport", "load_config", "fleet_observers"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,42 @@ def make_transport(config: ServiceConfig) -> Transport:
                          will=(topics.status, offline_will(config.thing)), ca=config.ca, cert=config.cert,
                          key=config.key, keepalive_s=config.keepalive_s, session_expiry_s=config.session_expiry_s,
                          reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
+
+
+def fleet_observers(config: ServiceConfig, classifier: Any, transport: Transport) -> tuple[Any, list[Any]]:
+    """The telemetry publisher (``telemetry_interval`` > 0) and the shadow runner (``shadow_bundle``), started.
+
+    Returns ``(observer, parts)``: the observer to hand the service (None when neither is configured) and the
+    parts to close after the drain, in that order.
+    """
+    from .shadow import ShadowRunner
+    from .telemetry import ObserverChain, TelemetryOptions, TelemetryPublisher
+
+    parts: list[Any] = []
+    shadow = None
+    if config.shadow_bundle:
+        from ..classifier import IntentClassifier
+
+        candidate = IntentClassifier.from_bundle(config.shadow_bundle, backend=config.backend, threads=1,
+                                                 threshold=config.threshold, top_k=config.top_k,
+                                                 max_batch=config.max_batch)
+        shadow = ShadowRunner(candidate, serving_model={"name": str(classifier.name),
+                                                        "version": str(classifier.version)},
+                              queue_size=config.shadow_queue_size, include_texts=config.sample_rate > 0,
+                              own_candidate=True).start()
+        parts.append(shadow)
+        log.info("shadow: candidate %s v%s runs beside the serving model", candidate.name, candidate.version)
+    telemetry = None
+    if config.telemetry_interval > 0:
+        telemetry = TelemetryPublisher(TelemetryOptions.from_config(config), classifier, transport,
+                                       sources=[shadow] if shadow is not None else []).start()
+        parts.append(telemetry)
+        log.info("telemetry every %.0f s on %s (spool %s, sampling %s)", config.telemetry_interval, telemetry.topic,
+                 telemetry.spool.path, config.sample_rate or "off")
+    observers = [o for o in (telemetry, shadow) if o is not None]
+    if not observers:
+        return None, parts
+    return (observers[0] if len(observers) == 1 else ObserverChain(*observers)), parts
 
 
 @contextmanager
@@ -73,11 +109,19 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
     t0 = time.perf_counter()
     own_classifier = classifier is None
     if classifier is None:
+        if config.bundle_public_key:
+            # cryptography is imported only here, when a key is configured
+            from ..signing import verify_bundle
+
+            verify_bundle(config.bundle, config.bundle_public_key)
         classifier = IntentClassifier.from_bundle(config.bundle, backend=config.backend, threads=config.threads,
                                                   threshold=config.threshold, top_k=config.top_k,
                                                   max_batch=config.max_batch)
+    fleet: list[Any] = []
     try:
         transport = transport or make_transport(config)
+        if observer is None:
+            observer, fleet = fleet_observers(config, classifier, transport)
         with _stop_on_signals(stop):
             service = IntentService(config, classifier, transport, observer=observer).start()
             log.info("ready in %.2f s: model %s v%s, backend %s, transport %s", time.perf_counter() - t0,
@@ -93,6 +137,8 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
             finally:
                 service.drain()
     finally:
+        for part in fleet:  # shadow first (its last comparisons), then telemetry (the last window, into the spool)
+            part.close()
         if own_classifier:
             classifier.close()
     return 0

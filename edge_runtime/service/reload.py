@@ -1,0 +1,184 @@
+"""Model updates while serving: a new bundle is verified and loaded beside the old one, then swapped in atomically.
+
+::
+
+    model = SwappableClassifier(IntentClassifier.from_bundle("edge/3"))
+    service = IntentService(config, model, transport).start()
+    reloader = BundleReloader(model, service=service, backend="onnxruntime", public_key=None)
+    reloader.load("edge/4")      # raises BundleError / BackendError and keeps edge/3 when edge/4 is bad
+
+The order is what makes it safe:
+
+1. the new bundle is copied into a private staging directory, so nothing can change its files between the
+   check and the load (a deployment still unpacking, a tampered file);
+2. the copy is verified: the Ed25519 signature when a public key is configured, then every file's sha256;
+3. a classifier is loaded from it and answers one warm-up text (labels vs output size are checked on load);
+4. only then is it *staged*; the micro-batcher's single worker thread picks it up at its next model call, so
+   no batch ever mixes models, every reply names the model that produced it, and the old model is closed
+   after its last batch.
+
+Until step 4 the old model keeps serving; any failure leaves it in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..bundle import Bundle
+from ..errors import BundleNotFoundError
+
+__all__ = ["SwappableClassifier", "BundleReloader"]
+
+log = logging.getLogger(__name__)
+
+
+class SwappableClassifier:
+    """Wraps the serving classifier; :meth:`stage` hands over a replacement taken at the next model call.
+
+    Exposes what :class:`~edge_runtime.service.IntentService` uses: ``predict_batch``, ``name``, ``version``,
+    ``backend``. ``on_swap(new)`` runs on the worker thread right after a swap (the service updates its
+    ``model`` there, before the first reply of the new model is encoded).
+    """
+
+    def __init__(self, classifier: Any, *, on_swap: Callable[[Any], None] | None = None) -> None:
+        self._current = classifier
+        self._staged: Any = None
+        self._lock = threading.Lock()
+        self._retired: list[tuple[Any, Callable[[], None] | None]] = []
+        self._cleanup: Callable[[], None] | None = None
+        self.on_swap = on_swap
+        self.swaps = 0
+
+    @property
+    def current(self) -> Any:
+        return self._current
+
+    @property
+    def name(self) -> str:
+        return str(self._current.name)
+
+    @property
+    def version(self) -> str:
+        return str(self._current.version)
+
+    @property
+    def backend(self) -> Any:
+        return self._current.backend
+
+    def stage(self, classifier: Any, cleanup: Callable[[], None] | None = None) -> None:
+        """Make ``classifier`` the next one to serve; a classifier staged earlier and not yet taken is closed."""
+        with self._lock:
+            previous, self._staged = self._staged, (classifier, cleanup)
+        if previous is not None:
+            _close(*previous)
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Any]:
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            self._swap(*staged)
+        return self._current.predict_batch(texts)
+
+    def _swap(self, classifier: Any, cleanup: Callable[[], None] | None) -> None:
+        old, old_cleanup = self._current, self._cleanup
+        self._current, self._cleanup = classifier, cleanup
+        self.swaps += 1
+        log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, classifier.name, classifier.version)
+        if self.on_swap is not None:
+            self.on_swap(classifier)
+        # Only this (worker) thread calls the model, and it is here: the old one has no batch in flight.
+        _close(old, old_cleanup)
+
+    def close(self) -> None:
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            _close(*staged)
+        _close(self._current, self._cleanup)
+
+
+def _close(classifier: Any, cleanup: Callable[[], None] | None) -> None:
+    try:
+        close = getattr(classifier, "close", None)
+        if close is not None:
+            close()
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+class BundleReloader:
+    """Verifies, loads and stages new bundles for a :class:`SwappableClassifier`.
+
+    ``public_key``: an Ed25519 public key (or its file) that bundles must be signed with, or None for sha256
+    checks only. ``service``: the :class:`~edge_runtime.service.IntentService` whose ``model`` (named in every
+    reply and in the status) follows the swap. The other keyword arguments go to
+    :meth:`IntentClassifier.from_bundle` (``backend``, ``threads``, ``threshold``, ``top_k``, ``max_batch``).
+    """
+
+    def __init__(self, model: SwappableClassifier, *, service: Any = None, public_key: Any = None,
+                 staging_dir: str | None = None, warmup_text: str = "hello", **load_kwargs: Any) -> None:
+        self.model = model
+        self.service = service
+        self.staging_dir = staging_dir
+        self.warmup_text = warmup_text
+        self.load_kwargs = load_kwargs
+        self._lock = threading.Lock()
+        self.refused = 0
+        if public_key is not None and not hasattr(public_key, "verify"):
+            from ..signing import load_public_key
+
+            public_key = load_public_key(public_key)
+        self.public_key = public_key
+        if service is not None:
+            previous = model.on_swap
+
+            def follow(new: Any) -> None:
+                service.model = {"name": str(new.name), "version": str(new.version)}
+                if previous is not None:
+                    previous(new)
+
+            model.on_swap = follow
+
+    def load(self, path: str | Path) -> Any:
+        """Verify and load the bundle at ``path`` and stage it; return the new classifier (not yet serving).
+
+        Raises a :class:`~edge_runtime.errors.BundleError` (incl. ``SignatureError``) or ``BackendError``;
+        the model that is serving keeps serving.
+        """
+        from ..classifier import IntentClassifier
+
+        if not Path(path).is_dir():
+            raise BundleNotFoundError(f"bundle directory not found: {path}")
+        with self._lock:  # one update at a time
+            staging = Path(tempfile.mkdtemp(prefix="bundle-update-", dir=self.staging_dir))
+            cleanup = lambda: shutil.rmtree(staging, ignore_errors=True)  # noqa: E731
+            classifier = None
+            try:
+                copy = staging / "bundle"
+                shutil.copytree(path, copy, symlinks=False)
+                if self.public_key is not None:
+                    from ..signing import verify_bundle
+
+                    bundle = verify_bundle(copy, self.public_key)
+                else:
+                    bundle = Bundle.load(copy)
+                classifier = IntentClassifier.from_bundle(bundle, **self.load_kwargs)
+                classifier.predict_batch([self.warmup_text])
+            except BaseException as exc:
+                self.refused += 1
+                if classifier is not None:
+                    classifier.close()
+                cleanup()
+                log.warning("model update from %s refused, %s v%s keeps serving: %s", path, self.model.name,
+                            self.model.version, exc)
+                raise
+            self.model.stage(classifier, cleanup)
+            log.info("model update %s v%s verified and loaded; it serves from the next batch",
+                     classifier.name, classifier.version)
+            return classifier

@@ -1,0 +1,126 @@
+"""Model update under load: a new bundle is verified, loaded beside the old one and swapped in atomically;
+a bundle that fails verification is refused and the old one keeps serving."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+
+from edge_runtime import IntentClassifier
+from edge_runtime.errors import BundleError, IntegrityError, SignatureError
+from edge_runtime.service import IntentService
+from edge_runtime.service.protocol import Topics
+from edge_runtime.service.reload import BundleReloader, SwappableClassifier
+from edge_runtime.service.runner import make_transport
+from tests.conftest import build_tiny_bundle
+from tests.edge_runtime.service.broker import MOSQUITTO, Client
+from tests.edge_runtime.service.conftest import make_config
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+TEXTS = ["play some jazz", "book a table for two", "will it snow tomorrow", "rate this novel five stars"]
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A second tiny bundle (other weights, version 2)."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("v2") / "bundle", seed=1, version="2")[0]
+
+
+def test_a_new_bundle_is_swapped_in_under_load_and_bad_ones_are_refused(broker, tiny_bundle, v2, tmp_path):
+    # Given the service on v1 through a real broker, under steady load from a client
+    v1 = IntentClassifier.from_bundle(tiny_bundle[0].root, backend="onnxruntime", threads=1)
+    model = SwappableClassifier(v1)
+    cfg = make_config(tiny_bundle[0].root, broker=broker.url, status_interval_s=3600.0)
+    topics = Topics.for_thing(cfg.thing)
+    transport = make_transport(cfg)
+    service = IntentService(cfg, model, transport).start()
+    assert transport.wait_connected(10)
+    reloader = BundleReloader(model, service=service, backend="onnxruntime", threads=1, staging_dir=str(tmp_path))
+    with IntentClassifier.from_bundle(v2.root, backend="onnxruntime", threads=1) as ref2, \
+            IntentClassifier.from_bundle(tiny_bundle[0].root, backend="onnxruntime", threads=1) as ref1:
+        expected = {"1": {t: ref1.predict(t).intent for t in TEXTS}, "2": {t: ref2.predict(t).intent for t in TEXTS}}
+        assert expected["1"] != expected["2"], "the two test models must disagree somewhere"
+    sent: list[str] = []
+    stop = threading.Event()
+    try:
+        with Client(broker.url, f"load-{cfg.thing}", [topics.response]) as c:
+            def load() -> None:
+                i = 0
+                while not stop.is_set() and i < 3000:
+                    c.publish(topics.request, {"id": f"q{i}", "text": TEXTS[i % len(TEXTS)]})
+                    sent.append(f"q{i}")
+                    i += 1
+                    time.sleep(0.003)
+
+            sender = threading.Thread(target=load)
+            sender.start()
+            time.sleep(0.5)
+            # When a tampered bundle arrives: refused, v1 keeps serving
+            bad = tmp_path / "tampered"
+            shutil.copytree(v2.root, bad)
+            with (bad / "model.onnx").open("r+b") as fh:
+                fh.seek(100)
+                fh.write(b"\xff\xff")
+            with pytest.raises(IntegrityError):
+                reloader.load(bad)
+            # and one whose labels do not match the model's output size
+            wrong = tmp_path / "wrong-labels"
+            shutil.copytree(v2.root, wrong)
+            manifest = json.loads((wrong / "manifest.json").read_text())
+            manifest["labels"] = manifest["labels"][:-1]
+            (wrong / "manifest.json").write_text(json.dumps(manifest))
+            with pytest.raises(BundleError):
+                reloader.load(wrong)
+            time.sleep(0.3)
+            assert service.model["version"] == "1" and model.swaps == 0 and reloader.refused == 2
+            # When the good v2 arrives mid-load
+            reloader.load(v2.root)
+            time.sleep(0.5)
+            stop.set()
+            sender.join(10)
+            replies = [r.json() for r in c.collect(len(sent), 20, topic=topics.response)]
+        # Then every request got exactly one reply, none an error
+        assert sorted(r["id"] for r in replies) == sorted(sent) and not any("error" in r for r in replies)
+        # and each reply came from exactly the model it names: v1 until the swap, v2 after, never mixed
+        by_id = sorted(replies, key=lambda r: int(r["id"][1:]))
+        versions = [r["model"]["version"] for r in by_id]
+        assert versions == sorted(versions) and set(versions) == {"1", "2"}, "one switch from v1 to v2"
+        for r in by_id:
+            text = TEXTS[int(r["id"][1:]) % len(TEXTS)]
+            assert r["intent"] == expected[r["model"]["version"]][text]
+        assert model.swaps == 1 and service.status()["model"]["version"] == "2"
+        print(f"\nreload: {len(sent)} requests under load, {versions.count('1')} by v1, {versions.count('2')} by v2, "
+              f"2 bad bundles refused, 0 lost")
+    finally:
+        stop.set()
+        service.drain(5)
+        model.close()
+
+
+def test_with_a_key_configured_an_unsigned_update_is_refused(tiny_bundle, v2, tmp_path):
+    pytest.importorskip("cryptography")
+    from cloud.signing import generate_keypair, sign_bundle
+
+    generate_keypair(tmp_path / "k", tmp_path / "k.pub")
+    model = SwappableClassifier(IntentClassifier.from_bundle(tiny_bundle[0].root, backend="onnxruntime", threads=1))
+    reloader = BundleReloader(model, public_key=tmp_path / "k.pub", backend="onnxruntime", threads=1,
+                              staging_dir=str(tmp_path))
+    try:
+        with pytest.raises(SignatureError):
+            reloader.load(v2.root)
+        assert model.predict_batch(["play jazz"]) and model.version == "1"
+        signed = tmp_path / "signed"
+        shutil.copytree(v2.root, signed)
+        sign_bundle(signed, tmp_path / "k")
+        reloader.load(signed)
+        model.predict_batch(["play jazz"])
+        assert model.version == "2"
+        # and the staging copies of refused bundles are gone; the serving one stays until it is replaced
+        assert len([p for p in tmp_path.iterdir() if p.name.startswith("bundle-update-")]) == 1
+    finally:
+        model.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("bundle-update-")]

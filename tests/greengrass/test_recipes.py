@@ -98,7 +98,7 @@ def test_access_control_grants_exactly_the_service_topics_never_a_wildcard():
                 assert resources == [ACL_THING.request]
             else:
                 assert ops <= publish
-                assert resources == [ACL_THING.response, ACL_THING.response + "/#", ACL_THING.status]
+                assert resources == [ACL_THING.response, ACL_THING.response + "/#", ACL_THING.status, ACL_THING.telemetry]
 
 
 def _broken(change):  # type: ignore[no-untyped-def]

@@ -46,9 +46,9 @@ from bench.arm64.guest import predict as run_predictions  # noqa: E402
 
 STEPS = ("imports", "tests", "predict", "cli", "bench")
 #: Texts per CPU model (of SNIPS' 700), to keep the job within its 10 minutes on a shared 2-core machine:
-#: every 2nd text of each intent under neoverse-n1, every 5th under cortex-a72, which has no dot-product
+#: every 3rd text of each intent under neoverse-n1, every 7th under cortex-a72, which has no dot-product
 #: instructions, so onnxruntime's INT8 kernels take about 3x longer to emulate. ``--max-texts all`` checks all.
-DEFAULT_MAX_TEXTS = {"neoverse-n1": 350, "cortex-a72": 140}
+DEFAULT_MAX_TEXTS = {"neoverse-n1": 234, "cortex-a72": 100}
 DEFAULT_BENCH_ARGS = "--threads 1 --iterations 20 --batches 1 --cold-runs 1"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "snips"
 DEFAULT_RESULTS = REPO / "bench" / "results" / "arm64"

@@ -103,9 +103,16 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
     ``transport`` and ``classifier`` default to the ones ``config`` describes (tests pass their own);
     ``observer`` (a :class:`~edge_runtime.service.service.ServiceObserver`) sees every reply and error.
     """
+    stop = stop or threading.Event()
+    # Signals are caught from the start: a SIGTERM while the model loads still ends in a clean exit 0.
+    with _stop_on_signals(stop):
+        return _serve(config, stop, transport, classifier, observer)
+
+
+def _serve(config: ServiceConfig, stop: threading.Event, transport: Transport | None, classifier: Any,
+           observer: Any) -> int:
     from ..classifier import IntentClassifier
 
-    stop = stop or threading.Event()
     t0 = time.perf_counter()
     own_classifier = classifier is None
     if classifier is None:
@@ -122,20 +129,19 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
         transport = transport or make_transport(config)
         if observer is None:
             observer, fleet = fleet_observers(config, classifier, transport)
-        with _stop_on_signals(stop):
-            service = IntentService(config, classifier, transport, observer=observer).start()
-            log.info("ready in %.2f s: model %s v%s, backend %s, transport %s", time.perf_counter() - t0,
-                     service.model["name"], service.model["version"], service.backend, transport.name)
-            wait_connected = getattr(transport, "wait_connected", None)
-            if wait_connected is not None and not wait_connected(10.0):
-                log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
-                            config.broker)
-            try:
-                while not stop.wait(0.5):
-                    pass
-                log.info("stop requested: draining")
-            finally:
-                service.drain()
+        service = IntentService(config, classifier, transport, observer=observer).start()
+        log.info("ready in %.2f s: model %s v%s, backend %s, transport %s", time.perf_counter() - t0,
+                 service.model["name"], service.model["version"], service.backend, transport.name)
+        wait_connected = getattr(transport, "wait_connected", None)
+        if wait_connected is not None and not wait_connected(10.0):
+            log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
+                        config.broker)
+        try:
+            while not stop.wait(0.5):
+                pass
+            log.info("stop requested: draining")
+        finally:
+            service.drain()
     finally:
         for part in fleet:  # shadow first (its last comparisons), then telemetry (the last window, into the spool)
             part.close()

@@ -28,7 +28,7 @@ def test_batches_hold_every_text_once_grouped_by_length():
 
 def test_max_texts_options():
     cpus = ["neoverse-n1", "cortex-a72"]
-    assert _max_texts([], cpus) == {"neoverse-n1": 350, "cortex-a72": 140}
+    assert _max_texts([], cpus) == {"neoverse-n1": 234, "cortex-a72": 100}
     assert _max_texts(["all"], cpus) == {"neoverse-n1": None, "cortex-a72": None}
     assert _max_texts(["cortex-a72=70", "neoverse-n1=350"], cpus) == {"neoverse-n1": 350, "cortex-a72": 70}
 

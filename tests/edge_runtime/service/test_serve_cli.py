@@ -75,6 +75,11 @@ def test_sigterm_drains_every_request_is_answered_once_and_the_exit_code_is_0(br
     finally:
         _kill(proc)
         if restarted is not None:
+            # An interpreter still importing has Python's default SIGTERM action; wait until it serves.
+            log = tmp_path / "second.log"
+            deadline = time.monotonic() + 30
+            while "ready in" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+                time.sleep(0.1)
             os.kill(restarted.pid, signal.SIGTERM)
             try:
                 assert restarted.wait(30) == 0

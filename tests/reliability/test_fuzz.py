@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 from edge_runtime.service.errors import RequestError
 from edge_runtime.service.protocol import ErrorCode, Topics, decode_request
 from tests.edge_runtime.service.broker import Client
-from tests.edge_runtime.service.conftest import make_config
 from tests.reliability.fuzz_inputs import fuzz_inputs
-from tests.reliability.helpers import serve
 
 LIMITS = {"max_text_chars": 512, "max_texts": 32, "max_payload_bytes": 65536}
 CODES = {c.value for c in ErrorCode}

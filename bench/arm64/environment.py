@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -127,6 +126,9 @@ class Arm64Env:
         env = dict(os.environ if base is None else base)
         env["QEMU_CPU"] = cpu
         env["PYTHONPATH"] = str(REPO)
+        # Bytecode goes to the cache, not next to the sources: the checkout stays as the x86 side left it,
+        # and the next run does not compile numpy and pytest again under emulation.
+        env["PYTHONPYCACHEPREFIX"] = str(self.cache / "pycache")
         env.pop("PYTHONHOME", None)
         env.pop("VIRTUAL_ENV", None)
         return env
@@ -242,7 +244,7 @@ def debian_sources(codename: str, files: Iterable[tuple[str, str]]) -> str:
             suites = [s for s in e.get("suites", "").split() if s == codename or s.startswith(codename + "-")]
             if not suites or "main" not in e.get("components", "").split():
                 continue
-            para = [f"Types: deb", f"URIs: {e['uris']}", f"Suites: {' '.join(suites)}", "Components: main",
+            para = ["Types: deb", f"URIs: {e['uris']}", f"Suites: {' '.join(suites)}", "Components: main",
                     "Architectures: arm64 amd64"]
             if e.get("signed-by"):
                 para.append(f"Signed-By: {e['signed-by']}")
@@ -558,7 +560,7 @@ def _host_processors() -> int:
 
 
 _AUXV_PROBE = ("import struct;d=open('/proc/self/auxv','rb').read();"
-               "v=dict(struct.iter_unpack('<QQ',d[:len(d)//16*16]));print(v.get(16,0),v.get(26,0))")
+               f"v=dict(struct.iter_unpack('<QQ',d[:len(d)//16*16]));print(v.get({_AT_HWCAP},0),v.get({_AT_HWCAP2},0))")
 
 
 def _ensure_sysroot(cache: Path, cpu: str, qemu: Path, root: Path, python: str) -> Path:

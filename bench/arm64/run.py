@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -212,7 +212,7 @@ class Proof:
         targets = [EDGE_TESTS] if full else sorted(p.relative_to(REPO).as_posix()
                                                      for p in (REPO / EDGE_TESTS).glob("test_*.py"))
         proc = self.guest(cpu, ["-m", "pytest", *targets, "-q", "-p", "bench.arm64.pytest_plugin",
-                                "-p", "no:cacheprovider", "--basetemp", str(out / "pytest"),
+                                "-p", "no:cacheprovider", "--basetemp", str(self.env.cache / "pytest" / cpu),
                                 f"--junitxml={junit}", *shlex.split(self.args.pytest_args)], timeout=900,
                           log_file=out / "tests.log")
         summary = _junit_summary(junit) if junit.is_file() and junit.stat().st_mtime >= started else None

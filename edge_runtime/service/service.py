@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any, Protocol, Sequence
 
@@ -31,6 +31,8 @@ from .transports.base import Message, Transport
 __all__ = ["IntentService", "ServiceObserver", "offline_will"]
 
 log = logging.getLogger(__name__)
+#: How many answered request ids are remembered to recognise redeliveries.
+_ANSWERED_KEPT = 4096
 
 
 class ServiceObserver(Protocol):
@@ -65,6 +67,9 @@ class IntentService:
                                      max_batch=config.max_batch, window_s=config.batch_window_s)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        # Ids answered lately: a broker redelivers a request (DUP) whose PUBACK it lost, e.g. across a broker
+        # restart; the reply is already out (and retransmitted by the session if needed), so it is not answered again.
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self._errors: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=2048)
         self._accepting = False
@@ -134,6 +139,10 @@ class IntentService:
                 raise ShuttingDownError()
             request = decode_request(message.payload, max_text_chars=self.config.max_text_chars,
                                      max_texts=self.config.max_texts, max_payload_bytes=self.config.max_payload_bytes)
+            if message.duplicate and self._seen(request.id):
+                self._count("duplicates_skipped")
+                message.ack()
+                return
             if forbidden:
                 raise RequestError(ErrorCode.FORBIDDEN_TOPIC.value,
                                    f"response topic {str(message.response_topic)[:200]!r} is outside the topics this "
@@ -147,6 +156,10 @@ class IntentService:
             self._send_error(message, topic, exc, request)
         except RequestError as exc:
             self._send_error(message, topic, exc, request)
+
+    def _seen(self, request_id: Any) -> bool:
+        with self._lock:
+            return str(request_id) in self._answered
 
     def _reply_topic(self, message: Message) -> tuple[str, bool]:
         requested = message.response_topic
@@ -167,6 +180,9 @@ class IntentService:
         payload = encode_reply(request, predictions, self.model, latency_ms)
         if self._publish(topic, payload, message):
             with self._lock:
+                self._answered[str(request.id)] = None
+                if len(self._answered) > _ANSWERED_KEPT:
+                    self._answered.popitem(last=False)
                 self._counts["replied"] += 1
                 self._counts["texts"] += len(request.texts)
                 self._latencies.append(latency_ms)
@@ -213,7 +229,8 @@ class IntentService:
             latencies = sorted(self._latencies)
         counters = {"received": counts.get("received", 0), "replied": counts.get("replied", 0),
                     "texts": counts.get("texts", 0), "errors": counts.get("errors", 0), "errors_by_code": errors,
-                    "publish_failures": counts.get("publish_failures", 0), "deferred": counts.get("deferred", 0)}
+                    "publish_failures": counts.get("publish_failures", 0), "deferred": counts.get("deferred", 0),
+                    "duplicates_skipped": counts.get("duplicates_skipped", 0)}
         counters.update(self._batcher.stats())
         latency = {f"p{q}": round(_percentile(latencies, q), 3) for q in (50, 95, 99)} if latencies else {}
         uptime = time.monotonic() - self._started_at if self._started_at is not None else 0.0

@@ -25,4 +25,4 @@ def test_runner_imports_predicts_and_matches_x86(tiny_bundle, tmp_path):
     assert rc == 0, json.dumps(summary["results"], indent=1)[:4000]
     steps = summary["results"]["neoverse-n1"]
     assert steps["imports"]["result"]["machine"] == "aarch64"
-    assert steps["predict"]["result"]["checked"] == 21 and steps["predict"]["result"]["mismatches"] == []
+    assert steps["predict"]["result"]["checked"] >= 21 and steps["predict"]["result"]["mismatches"] == []

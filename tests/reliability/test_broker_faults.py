@@ -97,12 +97,6 @@ def _wait(client: PersistentClient, rid: str, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug in transports/mqtt.py: a request is PUBACKed as soon as its reply is handed to paho, but paho holds "
-    "replies back once 20 QoS 1 publishes are in flight (max_inflight_messages), so the PUBACK overtakes the reply; "
-    "a SIGKILL then loses requests the broker already counts as delivered (seen in the Mosquitto log). Fix: ack "
-    "after the reply's PUBACK (MQTTMessageInfo / on_publish), or max_inflight_messages_set(0). Passes when the "
-    "machine is idle."))
 def test_sigkill_during_work_then_restart_answers_every_request(tmp_path, tiny_bundle):
     # Given the service as a process under load, with a persistent session
     mq = PersistentBroker(tmp_path / "mq").start()

@@ -44,6 +44,8 @@ class Message:
     #: True when an unacknowledged message is delivered again to the next session (MQTT QoS 1, persistent session).
     redeliverable: bool = False
     _ack: Callable[[], None] = field(default=_no_ack, repr=False, compare=False)
+    #: True when the broker says this is a redelivery (MQTT DUP flag) of a message it sent before.
+    duplicate: bool = False
 
     def ack(self) -> None:
         """Acknowledge the message (MQTT PUBACK); call after its reply was published."""

@@ -106,6 +106,9 @@ class MqttTransport:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         client.enable_logger(log)
+        # No in-flight cap: a capped client queues replies but still sends the request's PUBACK, so a crash
+        # could lose a request the broker counts as delivered. Unbounded here means bounded by the service queue.
+        client.max_inflight_messages_set(0)
         # A bug in a callback is logged by paho instead of ending its network thread (a silently dead service).
         client.suppress_exceptions = True
         if self.will is not None:
@@ -223,7 +226,8 @@ class MqttTransport:
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         mid, qos = msg.mid, msg.qos
         self._handler(Message(msg.topic, bytes(msg.payload), response_topic, correlation, time.perf_counter(),
-                              redeliverable=qos > 0, _ack=lambda: self._ack(mid, qos)))
+                              redeliverable=qos > 0, duplicate=bool(getattr(msg, "dup", False)),
+                              _ack=lambda: self._ack(mid, qos)))
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos > 0 and self._client is not None and not self._closed:

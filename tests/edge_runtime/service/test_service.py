@@ -268,3 +268,21 @@ def test_an_observer_sees_replies_and_errors_and_cannot_break_the_service(tiny_b
         assert service.status()["counters"]["replied"] == 3
     finally:
         service.drain(5)
+
+
+def test_a_redelivered_request_already_answered_is_acknowledged_not_answered_again(running):
+    # Given a request that was answered
+    import dataclasses
+
+    service, transport, topics = running
+    first = transport.deliver({"id": "r9", "text": "play some jazz"})
+    transport.wait_for(1, topic=topics.response)
+    # When the broker redelivers it (DUP flag), e.g. after losing the service's PUBACK in a restart
+    again = dataclasses.replace(first, duplicate=True, _ack=lambda: transport.acked.append(again))
+    service.handle(again)
+    # Then it is acknowledged and not answered twice; a new request reusing the id without DUP is answered
+    assert transport.acked[-1] is again
+    transport.deliver({"id": "r9", "text": "play some jazz"})
+    replies = transport.wait_for(2, topic=topics.response)
+    assert [r.json()["id"] for r in replies] == ["r9", "r9"]
+    assert service.status()["counters"]["duplicates_skipped"] == 1

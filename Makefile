@@ -9,10 +9,10 @@ STORE ?= .store
 PARAMS ?= pipelines/params.json
 # The SNIPS benchmark when it sits beside the checkout; otherwise pass DATA=path/to/snips-or.csv
 DATA ?= $(firstword $(wildcard ../shared/data/snips))
-EXTRAS ?= cloud,aws,dlr,mqtt,greengrass,dev
+EXTRAS ?= cloud,aws,dlr,mqtt,greengrass,signing,dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system-deps bench bench-compare bench-quant clean-store help
+.PHONY: demo test install system-deps bench bench-compare bench-quant test-arm64 bench-arm64 clean-store help
 
 help:
 	@echo "make demo   - run the main job (pipeline -> bundle), then bench and predict on the new bundle"
@@ -53,6 +53,16 @@ bench-compare: install
 
 bench-quant: install
 	$(PY) bench/quantization_compare.py --json bench/results/quantization.json
+
+# The edge runtime, its tests and the bench on aarch64 under QEMU user-mode emulation (docs/arm64.md).
+# About 2% of texts sit on an INT8 rounding boundary and differ between any two instruction sets (x86 AVX-512
+# vs AVX2 too); up to 5% may differ, each one listed in bench/results/arm64/summary.json.
+ARM64_ARGS ?= --max-mismatch-rate 0.05
+test-arm64: install
+	$(PY) bench/arm64/run.py $(if $(DATA),--data $(DATA)) $(ARM64_ARGS)
+
+bench-arm64: install
+	$(PY) bench/arm64/run.py --steps imports,bench
 
 clean-store:
 	rm -rf $(STORE)

@@ -55,11 +55,10 @@ QEMU_PACKAGE = "qemu-user-static"
 QEMU_BINARY = "usr/bin/qemu-aarch64-static"
 WRAPPER = "debian/usr/bin/python3-qemu"
 #: Extras of pyproject.toml that belong on a device, installed besides the base (device) dependencies.
-EXTRAS = ("edge", "dlr", "mqtt", "greengrass")
+EXTRAS = ("edge", "dlr", "mqtt", "greengrass", "signing")
 #: What the emulated edge tests need beyond a device install: the test runner (the dev extra's pytest tools; its
-#: cloud-side tools such as moto stay out), onnx for the fixtures' tiny models, cryptography for bundle
-#: signatures (optional on a device).
-EXTRA_PACKAGES = ("pytest", "pytest-benchmark", "hypothesis", "onnx", "cryptography")
+#: cloud-side tools such as moto stay out) and onnx, with which the fixtures build their tiny models.
+EXTRA_PACKAGES = ("pytest", "pytest-benchmark", "hypothesis", "onnx")
 #: Left out on purpose, with the reason.
 EXCLUDED = {
     "huggingface-hub": "tokenizers needs it only to download from the Hub; the runtime reads tokenizer.json "

@@ -208,6 +208,7 @@ class Proof:
     def step_tests(self, cpu: str, out: Path) -> tuple[bool, str, dict]:
         junit = out / "edge-tests.xml"
         started = time.time()
+        (self.env.cache / "pytest").mkdir(exist_ok=True)  # pytest makes --basetemp, not its parent
         full = self.args.tests_full == ["all"] or cpu in self.args.tests_full
         targets = [EDGE_TESTS] if full else sorted(p.relative_to(REPO).as_posix()
                                                      for p in (REPO / EDGE_TESTS).glob("test_*.py"))

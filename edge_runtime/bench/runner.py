@@ -49,7 +49,18 @@ class BenchResult:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports KiB)."""
+    """Peak resident set size of this process in MB.
+
+    Linux's ``VmHWM`` belongs to this process image; ``ru_maxrss`` would not do, since Linux carries it across
+    ``execve`` (a bench started by a 1 GB parent would report 1 GB).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

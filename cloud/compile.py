@@ -122,7 +122,8 @@ def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = 
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[str], tokenizer_path: Path,
-                  max_length: int, config: QuantizationConfig = QuantizationConfig()) -> Path:
+                  max_length: int, config: QuantizationConfig = QuantizationConfig(), *, num_heads: int = 0,
+                  hidden_size: int = 0) -> Path:
     """Quantize an FP32 ONNX model to INT8 with ONNX Runtime, calibrating on ``calibration_texts``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
@@ -133,7 +134,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
     if config.scheme == "dynamic":
         with tempfile.TemporaryDirectory() as tmp:
             fused = Path(tmp) / "fused.onnx"
-            _fuse_transformer(fp32_path, fused)
+            _fuse_transformer(fp32_path, fused, num_heads, hidden_size)
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(fused), str(pre), skip_optimization=True, skip_symbolic_shape=True)
             quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8,
@@ -174,14 +175,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
     return out_path
 
 
-def _fuse_transformer(src: Path, dst: Path) -> None:
+def _fuse_transformer(src: Path, dst: Path, num_heads: int = 0, hidden_size: int = 0) -> None:
     """ONNX Runtime's BERT fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm); with dynamic INT8 they
-    become QAttention and integer MatMuls. Heads and width are read from the graph."""
+    become QAttention and integer MatMuls. Heads and width come from the model config (0: guessed from the graph)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=1).save_model_to_file(str(dst))
+        optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1).save_model_to_file(str(dst))
 
 
 def _externalize(model_path: Path, weights_name: str) -> None:
@@ -236,7 +237,8 @@ def compile_bundle(
     seconds["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    int8 = quantize_int8(fp32, work / MODEL_FILE, calibration_texts, tokenizer_path, max_length, quantization)
+    int8 = quantize_int8(fp32, work / MODEL_FILE, calibration_texts, tokenizer_path, max_length, quantization,
+                         num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
     _externalize(int8, WEIGHTS_FILE)
     seconds["quantize"] = time.perf_counter() - t
 

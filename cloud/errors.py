@@ -7,7 +7,8 @@
     ├── ValidationFailed   the Great Expectations suite failed; carries the report
     ├── GateFailed         the model did not pass the F1 / INT8-drop gate
     ├── RegistryError      unknown model package, illegal approval transition
-    └── CompileError       export, quantization or the INT8/FP32 agreement check failed
+    ├── CompileError       export, quantization or the INT8/FP32 agreement check failed
+    └── AwsError           (cloud.aws.errors) missing SDK, a failed AWS call, Neo failure, a blocked deployment
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The main job: every step of the pipeline, locally, with embedded defaults and step caching.
 
     python -m cloud.pipeline run [--params F] [--data PATH] [--store DIR] [--summary-json F]
+    python -m cloud.pipeline definition | upsert | start | status ...   (the same pipeline on SageMaker)
 
 Steps (each also runs alone as ``python -m cloud.<module>``, reading and writing paths like a SageMaker job):
 

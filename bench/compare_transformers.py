@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _time(fn, texts, iterations, warmup=30):
+def latency_ms(fn, texts, iterations, warmup=30):
+    """p50/p95/p99 in ms of ``fn(text)`` cycling over ``texts`` (shared by the bench scripts)."""
     for i in range(warmup):
         fn(texts[i % len(texts)])
     samples = []
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
 
         with torch.inference_mode():
             results["transformers pipeline (PyTorch FP32)"] = {
-                "latency_ms": _time(lambda t: pipe(t), texts, args.iterations // 3),
+                "latency_ms": latency_ms(lambda t: pipe(t), texts, args.iterations // 3),
                 "batch32_per_s": _throughput(lambda b: pipe(b, batch_size=32), texts)}
 
         fp32_path = Path(tmp) / "fp32.onnx"
@@ -84,11 +85,11 @@ def main(argv=None) -> int:
         itok = IntentTokenizer(ckpt / "tokenizer.json", 40)
         run = lambda b: backend.run(itok.encode(b).feeds(backend.input_names))  # noqa: E731
         results["onnxruntime FP32 (same tokenizer)"] = {
-            "latency_ms": _time(lambda t: run([t]), texts, args.iterations), "batch32_per_s": _throughput(run, texts)}
+            "latency_ms": latency_ms(lambda t: run([t]), texts, args.iterations), "batch32_per_s": _throughput(run, texts)}
 
         with IntentClassifier.from_bundle(res.bundle_dir, threads=args.threads) as clf:
             results["edge_runtime INT8 static (this project)"] = {
-                "latency_ms": _time(clf.predict, texts, args.iterations),
+                "latency_ms": latency_ms(clf.predict, texts, args.iterations),
                 "batch32_per_s": _throughput(clf.predict_batch, texts)}
             agree = float((np.argmax(onnx_logits(fp32_path, ckpt / "tokenizer.json", 40, texts), 1)
                            == np.array([labels.index(p.intent) for p in clf.predict_batch(texts)])).mean())

@@ -23,23 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from compare_transformers import latency_ms  # noqa: E402  (this script's folder is on sys.path)
 
 VARIANTS = {
     "static-torchscript": ({"scheme": "static"}, "torchscript"),
     "static-dynamo": ({"scheme": "static"}, "dynamo"),
     "dynamic-fused": ({"scheme": "dynamic"}, "torchscript"),
 }
-
-
-def _p50_ms(fn, texts, iterations=400, warmup=40):
-    for i in range(warmup):
-        fn(texts[i % len(texts)])
-    samples = []
-    for i in range(iterations):
-        t = time.perf_counter()
-        fn(texts[i % len(texts)])
-        samples.append(time.perf_counter() - t)
-    return float(np.percentile(np.asarray(samples) * 1e3, 50))
 
 
 def main(argv=None) -> int:
@@ -76,7 +66,7 @@ def main(argv=None) -> int:
                                  min_agreement=0.0, work_dir=Path(tmp) / f"work-{name}")
             build_s = time.perf_counter() - t0
             with IntentClassifier.from_bundle(res.bundle_dir, threads=args.threads) as clf:
-                row = {"p50_ms": _p50_ms(clf.predict, list(UTTERANCES)), "int8_mb": res.int8_bytes / 2**20,
+                row = {"p50_ms": latency_ms(clf.predict, list(UTTERANCES), 400)["p50"], "int8_mb": res.int8_bytes / 2**20,
                        "build_s": build_s}
                 batch = list(UTTERANCES)
                 clf.predict_batch(batch)

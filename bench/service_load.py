@@ -221,11 +221,22 @@ def drive(url: str, topics: Topics, args: argparse.Namespace, *, closed: bool) -
             c.close()
 
 
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every service benchmark shares: the bundle, the broker, the service's settings, the output."""
+    parser.add_argument("--bundle", required=True, help="edge bundle directory")
+    parser.add_argument("--broker", default=None, help="use this broker (default: start Mosquitto on 127.0.0.1)")
+    parser.add_argument("--threads", type=int, default=0, help="service intra-op threads (0: physical cores)")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    parser.add_argument("--queue-size", type=int, default=256)
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--no-check", action="store_true", help="report only; do not fail on missed targets")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["roundtrip", "load", "saturate"])
-    parser.add_argument("--bundle", required=True, help="edge bundle directory")
-    parser.add_argument("--broker", default=None, help="use this broker (default: start Mosquitto on 127.0.0.1)")
+    add_service_arguments(parser)
     parser.add_argument("--requests", type=int, default=2000, help="roundtrip: timed requests")
     parser.add_argument("--warmup", type=int, default=200, help="roundtrip: untimed requests first")
     parser.add_argument("--rate", type=float, default=500.0, help="load: requests per second, all clients together")
@@ -233,12 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="load/saturate: seconds of sending")
     parser.add_argument("--inflight", type=int, default=16, help="saturate: outstanding requests per client")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to wait for the last replies")
-    parser.add_argument("--threads", type=int, default=0, help="service intra-op threads (0: physical cores)")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
-    parser.add_argument("--queue-size", type=int, default=256)
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--no-check", action="store_true", help="report only; do not fail on missed targets")
     args = parser.parse_args(argv)
 
     thing = f"bench-{os.getpid()}"

@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service_load import LoadClient, Service, percentiles, wait_status  # noqa: E402
+from service_load import LoadClient, Service, add_service_arguments, percentiles, wait_status  # noqa: E402
 
 from edge_runtime.service.protocol import Topics  # noqa: E402
 from tests.edge_runtime.service.broker import Client, Mosquitto  # noqa: E402
@@ -129,8 +129,7 @@ def analyse(samples: list[tuple[float, float]], rss: list[tuple[float, float]], 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, help="edge bundle directory")
-    parser.add_argument("--broker", default=None, help="use this broker (default: start Mosquitto on 127.0.0.1)")
+    add_service_arguments(parser)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of sustained load (default 600)")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before memory and latency are judged")
     parser.add_argument("--window", type=float, default=60.0, help="seconds in the first and last p99 windows")
@@ -139,12 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=15.0, help="seconds to wait for the last replies")
     parser.add_argument("--rss-limit-mb", type=float, default=5.0, help="most RSS growth after warm-up")
     parser.add_argument("--p99-tolerance", type=float, default=0.20, help="largest relative p99 change, last vs first")
-    parser.add_argument("--threads", type=int, default=0, help="service intra-op threads (0: physical cores)")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
-    parser.add_argument("--queue-size", type=int, default=256)
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--no-check", action="store_true", help="report only; do not fail on missed targets")
     args = parser.parse_args(argv)
     if args.warmup + 2 * args.window > args.duration:
         parser.error("--duration must cover --warmup plus two --window (the first and last windows must not overlap)")

@@ -24,7 +24,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import faulthandler
+    import signal
+
     from .service.config import flags_from_namespace
+
+    # ``kill -USR1 <pid>`` writes every thread's stack to stderr: how to see where a stuck service is waiting.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from .service.runner import load_config, serve
 
     config = load_config(flags_from_namespace(args), file=args.config_file)

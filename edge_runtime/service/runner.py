@@ -21,6 +21,8 @@ from .transports.base import Transport
 __all__ = ["serve", "make_transport", "load_config", "fleet_observers"]
 
 log = logging.getLogger(__name__)
+#: How often the main thread looks at the stop flags while serving.
+_POLL_S = 0.1
 
 
 def load_config(flags: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -81,16 +83,30 @@ def fleet_observers(config: ServiceConfig, classifier: Any, transport: Transport
     return (observers[0] if len(observers) == 1 else ObserverChain(*observers)), parts
 
 
+class _Signals:
+    """What SIGTERM/SIGINT asked for, as a plain attribute.
+
+    A Python signal handler runs in the main thread between any two bytecodes, including while that thread holds
+    a lock, so a handler must take none: ``threading.Event.set`` takes the event's lock, and calling it from the
+    handler deadlocks whenever the signal lands while the main thread is inside ``Event.wait`` holding it.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _catch_signals() -> Iterator[_Signals]:
+    signals = _Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield signals
         return
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    previous = {sig: signal.signal(sig, signals._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield signals
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -105,12 +121,12 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
     """
     stop = stop or threading.Event()
     # Signals are caught from the start: a SIGTERM while the model loads still ends in a clean exit 0.
-    with _stop_on_signals(stop):
-        return _serve(config, stop, transport, classifier, observer)
+    with _catch_signals() as signals:
+        return _serve(config, stop, signals, transport, classifier, observer)
 
 
-def _serve(config: ServiceConfig, stop: threading.Event, transport: Transport | None, classifier: Any,
-           observer: Any) -> int:
+def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, transport: Transport | None,
+           classifier: Any, observer: Any) -> int:
     from ..classifier import IntentClassifier
 
     t0 = time.perf_counter()
@@ -137,8 +153,9 @@ def _serve(config: ServiceConfig, stop: threading.Event, transport: Transport | 
             log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
                         config.broker)
         try:
-            while not stop.wait(0.5):
-                pass
+            # Polled, not waited on: see _Signals. is_set() reads the flag without the event's lock.
+            while not (signals.stop or stop.is_set()):
+                time.sleep(_POLL_S)
             log.info("stop requested: draining")
         finally:
             service.drain()

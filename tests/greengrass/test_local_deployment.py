@@ -35,15 +35,17 @@ SMOKE_P50_MS = 10.0
 SERVICE_RSS_EXTRA_MB = 20.0
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+def _stop(proc: subprocess.Popen[bytes], log_path, timeout: float = 20.0) -> int:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # the service dumps every thread's stack into its log
+            time.sleep(1.0)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-            raise
+            pytest.fail(f"the service did not stop within {timeout} s of SIGTERM:\n{log_path.read_text()[-6000:]}")
     return proc.returncode
 
 
@@ -97,7 +99,7 @@ def test_both_components_install_run_and_answer_over_a_real_broker(built, tmp_pa
                 budget = load_budgets()["x86-ci"]["max"]["peak_rss_mb"] + SERVICE_RSS_EXTRA_MB
                 assert rss_mb <= budget, f"service RSS {rss_mb:.0f} MB > {budget} MB"
             finally:
-                code = _stop(proc)
+                code = _stop(proc, tmp_path / "service.log")
             # Then SIGTERM drains and exits 0, and the last status says offline
             assert code == 0, (tmp_path / "service.log").read_text()[-3000:]
             assert _wait_status(client, "offline", None, tmp_path)["state"] == "offline"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +103,50 @@ def test_a_killed_service_leaves_its_last_will_offline(broker, tiny_bundle, tmp_
             assert will["reason"] == "connection lost" and will["thing"] == thing
     finally:
         _kill(proc)
+
+
+def test_sigusr1_dumps_every_threads_stack_and_the_service_goes_on(broker, tiny_bundle, tmp_path):
+    thing = "cli-stacks"
+    topics = Topics.for_thing(thing)
+    log = tmp_path / "service.log"
+    proc = _start(tiny_bundle[0].root, broker.url, thing, log)
+    try:
+        with Client(broker.url, "stacks-client", [topics.status, topics.response]) as client:
+            _status(client, topics.status, "online")
+            # When an operator asks a running service where its threads are
+            os.kill(proc.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while "_bootstrap" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            # Then each thread's stack is in the log: the main thread's, the batcher's, the network thread's
+            text = log.read_text()
+            assert all(f in text for f in ("runner.py", "batcher.py", "paho")), text[-3000:]
+            # and the service still answers and stops cleanly
+            client.publish(topics.request, {"id": "after", "text": "play some jazz"})
+            assert client.get(10, topic=topics.response).json()["id"] == "after"
+            os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        _kill(proc)
+
+
+def test_the_stop_signal_lands_safely_while_the_main_thread_holds_a_lock():
+    # A Python signal handler runs in the main thread between any two bytecodes. The first handler called
+    # Event.set(), which takes the event's lock: a SIGTERM landing while the main thread held that lock inside
+    # Event.wait() hung the service forever (seen once in CI). The lock is held here on purpose.
+    from edge_runtime.service.runner import _catch_signals
+
+    stop = threading.Event()
+    before = signal.getsignal(signal.SIGTERM)
+    with _catch_signals() as signals:
+        with stop._cond:  # where Event.wait() holds it between two timed waits
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while not signals.stop and time.monotonic() < deadline:
+                time.sleep(0.001)
+    assert signals.stop
+    assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is back"
 
 
 def test_a_bad_bundle_or_config_exits_2_with_a_message(tmp_path):

@@ -1,9 +1,10 @@
 """Which INT8 recipe to ship: latency, throughput, size and accuracy of each, side by side in one run.
 
 Variants (same checkpoint, same calibration texts, same utterances, same threads):
-  static-torchscript   static QDQ, per-channel, TorchScript export          (batch-independent)
-  static-dynamo        static QDQ, per-channel, torch.export (dynamo) export (batch-independent)
-  dynamic-fused        ONNX Runtime BERT fusions + dynamic INT8 (QAttention); texts run one at a time
+  static-fused         BERT fusions + integer operators, calibrated scales (QOperator; the default, batch-independent)
+  static-qdq           static QDQ, per-channel, TorchScript export          (batch-independent)
+  static-qdq-dynamo    static QDQ, per-channel, torch.export (dynamo) export (batch-independent)
+  dynamic-fused        BERT fusions + dynamic INT8 (QAttention); texts run one at a time
 
     python bench/quantization_compare.py [--model CHECKPOINT] [--data ../shared/data/snips] [--json F]
 
@@ -26,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare_transformers import latency_ms  # noqa: E402  (this script's folder is on sys.path)
 
 VARIANTS = {
-    "static-torchscript": ({"scheme": "static"}, "torchscript"),
-    "static-dynamo": ({"scheme": "static"}, "dynamo"),
+    "static-fused": ({"scheme": "static", "format": "QOperator"}, "torchscript"),
+    "static-qdq": ({"scheme": "static", "format": "QDQ"}, "torchscript"),
+    "static-qdq-dynamo": ({"scheme": "static", "format": "QDQ"}, "dynamo"),
     "dynamic-fused": ({"scheme": "dynamic"}, "torchscript"),
 }
 

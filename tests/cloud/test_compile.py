@@ -43,12 +43,16 @@ def test_exported_onnx_matches_pytorch_on_a_padded_batch(classifier_checkpoint, 
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
 
 
-def test_static_int8_bundle_is_batch_independent_and_close_to_fp32(classifier_checkpoint, tmp_path):
-    # Given a compiled bundle
+@pytest.mark.parametrize("fmt, expected_ops", [
+    ("QOperator", {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear", "SkipLayerNormalization"}),
+    ("QDQ", {"QuantizeLinear", "DequantizeLinear", "MatMul"}),
+])
+def test_static_int8_bundle_is_batch_independent_and_close_to_fp32(classifier_checkpoint, tmp_path, fmt, expected_ops):
+    # Given a bundle compiled with static scales in either format
     res = compile_bundle(classifier_checkpoint, tmp_path / "edge" / "1", version="1", name="tiny", labels=LABELS,
                          max_length=24, calibration_texts=TEXTS * 3, check_texts=TEXTS,
-                         quantization=QuantizationConfig.arm64(), min_agreement=0.0, work_dir=tmp_path / "w")
-    # Then it is a valid bundle with an INT8 (QDQ) model much smaller than FP32, and a zip beside it
+                         quantization=QuantizationConfig(format=fmt), min_agreement=0.0, work_dir=tmp_path / "w")
+    # Then it is a valid bundle with an INT8 model much smaller than FP32, and a zip beside it
     bundle = Bundle.load(res.bundle_dir)
     q = bundle.manifest.backends["onnxruntime"]["quantization"]
     assert q["scheme"] == "static" and q["batch_independent"] is True
@@ -56,7 +60,8 @@ def test_static_int8_bundle_is_batch_independent_and_close_to_fp32(classifier_ch
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(res.bundle_dir / "model.int8.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert expected_ops <= ops, ops
+    assert "DynamicQuantizeLinear" not in ops, "no activation scale may be computed per batch"
     # And When texts are classified one by one and as one padded batch, every answer is identical
     with IntentClassifier.from_bundle(res.bundle_dir, threads=1) as clf:
         single = [clf.predict(t) for t in TEXTS]
@@ -88,6 +93,19 @@ def test_low_agreement_stops_the_compile(classifier_checkpoint, tmp_path):
         compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
                        calibration_texts=TEXTS, check_texts=TEXTS, quantization=QuantizationConfig.arm64(),
                        min_agreement=1.01, work_dir=tmp_path / "w")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    (QuantizationConfig(format="QOperator", calibration_method="Entropy"), "calibrates with MinMax"),
+    (QuantizationConfig(format="QLinear"), "unknown quantization format 'QLinear'"),
+])
+def test_an_unsupported_quantization_setting_is_refused(classifier_checkpoint, tmp_path, config, message):
+    from cloud.errors import CompileError
+
+    with pytest.raises(CompileError, match=message):
+        compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
+                       calibration_texts=TEXTS, check_texts=TEXTS, quantization=config, work_dir=tmp_path / "w")
     assert not (tmp_path / "b").exists()
 
 

@@ -189,6 +189,9 @@ class ServiceConfig:
         "topics a request's MQTT 5 response topic may lie under (comma-separated; {thing} is filled in)",
         (RESPONSE_TOPIC,), _str_tuple)
     status_interval_s: float = _opt("seconds between status messages", 60.0, _float)
+    bundle_poll_s: float = _opt("seconds between looks at the bundle directory: a changed bundle (files or the "
+                                "target of a symlink) is verified and swapped in without a restart (0: only on "
+                                "SIGHUP)", 0.0, _float)
     drain_timeout_s: float = _opt("on SIGTERM, how long to wait for in-flight requests, in seconds", 5.0, _float)
     telemetry_interval: float = _opt("seconds between telemetry messages on dt/intents/<thing>/telemetry "
                                      "(0: no telemetry)", 60.0, _float, metavar="SECONDS")
@@ -228,7 +231,7 @@ class ServiceConfig:
                      "max_batch", "reconnect_min_s", "reconnect_max_s"):
             if getattr(self, name) < 1:
                 yield f"{name} must be >= 1, got {getattr(self, name)}"
-        for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s"):
+        for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s", "bundle_poll_s"):
             if getattr(self, name) < 0:
                 yield f"{name} must be >= 0, got {getattr(self, name)}"
         if self.telemetry_interval < 0:

@@ -58,6 +58,12 @@ class SwappableClassifier:
     def current(self) -> Any:
         return self._current
 
+    def __getattr__(self, name: str) -> Any:
+        # labels, tokenizer, bundle, ...: those of the model serving now
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._current, name)
+
     @property
     def name(self) -> str:
         return str(self._current.name)

@@ -2,16 +2,23 @@
 
 SIGTERM (what Greengrass and systemd send) and SIGINT both start the drain: stop taking requests, answer the ones
 held (up to ``drain_timeout_s``), publish status "offline", disconnect, return 0.
+
+SIGHUP, or a change seen in the bundle directory every ``bundle_poll_s`` seconds, updates the model without a
+restart (:mod:`.reload`): the bundle is copied, verified and loaded beside the serving one, then swapped in at
+the next batch; a bundle that fails is refused and the old model keeps serving. SIGUSR1 dumps every thread's
+stack to stderr (see :mod:`edge_runtime.cli`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from functools import partial
+from typing import Any, Iterator, Mapping, Sequence
 
 from .config import ServiceConfig, TransportKind, from_sources
 from .protocol import Topics
@@ -93,9 +100,13 @@ class _Signals:
 
     def __init__(self) -> None:
         self.stop = False
+        self.reload = False
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         self.stop = True
+
+    def _on_reload(self, signum: int, frame: Any) -> None:
+        self.reload = True
 
 
 @contextmanager
@@ -104,7 +115,8 @@ def _catch_signals() -> Iterator[_Signals]:
     if threading.current_thread() is not threading.main_thread():
         yield signals
         return
-    previous = {sig: signal.signal(sig, signals._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {signal.SIGTERM: signals._on_stop, signal.SIGINT: signals._on_stop, signal.SIGHUP: signals._on_reload}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield signals
     finally:
@@ -128,34 +140,47 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
 def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, transport: Transport | None,
            classifier: Any, observer: Any) -> int:
     from ..classifier import IntentClassifier
+    from .reload import BundleReloader, SwappableClassifier
 
     t0 = time.perf_counter()
     own_classifier = classifier is None
+    reloader = None
     if classifier is None:
         if config.bundle_public_key:
             # cryptography is imported only here, when a key is configured
             from ..signing import verify_bundle
 
             verify_bundle(config.bundle, config.bundle_public_key)
-        classifier = IntentClassifier.from_bundle(config.bundle, backend=config.backend, threads=config.threads,
-                                                  threshold=config.threshold, top_k=config.top_k,
-                                                  max_batch=config.max_batch)
+        classifier = SwappableClassifier(IntentClassifier.from_bundle(config.bundle, **_load_options(config)))
     fleet: list[Any] = []
     try:
         transport = transport or make_transport(config)
         if observer is None:
             observer, fleet = fleet_observers(config, classifier, transport)
         service = IntentService(config, classifier, transport, observer=observer).start()
+        if own_classifier:
+            classifier.on_swap = partial(_follow_swap, fleet)
+            reloader = BundleReloader(classifier, service=service, public_key=config.bundle_public_key,
+                                      **_load_options(config))
         log.info("ready in %.2f s: model %s v%s, backend %s, transport %s", time.perf_counter() - t0,
                  service.model["name"], service.model["version"], service.backend, transport.name)
         wait_connected = getattr(transport, "wait_connected", None)
         if wait_connected is not None and not wait_connected(10.0):
             log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
                         config.broker)
+        watch = _BundleWatch(config.bundle) if reloader is not None and config.bundle_poll_s > 0 else None
+        next_look = time.monotonic() + config.bundle_poll_s
         try:
             # Polled, not waited on: see _Signals. is_set() reads the flag without the event's lock.
             while not (signals.stop or stop.is_set()):
                 time.sleep(_POLL_S)
+                if reloader is not None and signals.reload:
+                    signals.reload = False
+                    _update(reloader, config.bundle, "SIGHUP", watch)
+                elif watch is not None and time.monotonic() >= next_look:
+                    next_look = time.monotonic() + config.bundle_poll_s
+                    if watch.settled_change():
+                        _update(reloader, config.bundle, "a change in the bundle directory", watch)
             log.info("stop requested: draining")
         finally:
             service.drain()
@@ -165,3 +190,59 @@ def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, tran
         if own_classifier:
             classifier.close()
     return 0
+
+
+def _follow_swap(fleet: Sequence[Any], new: Any) -> None:
+    """After a model swap: the fleet parts that describe the serving model (telemetry's reference) follow it."""
+    for part in fleet:
+        set_model = getattr(part, "set_model", None)
+        if set_model is not None:
+            set_model(new)
+
+
+def _load_options(config: ServiceConfig) -> dict[str, Any]:
+    return {"backend": config.backend, "threads": config.threads, "threshold": config.threshold,
+            "top_k": config.top_k, "max_batch": config.max_batch}
+
+
+def _update(reloader: Any, bundle: str, why: str, watch: "_BundleWatch | None") -> None:
+    """Load ``bundle`` as the next model; a refused bundle is logged (by the reloader) and the old one serves on."""
+    from ..errors import EdgeRuntimeError
+
+    log.info("model update requested by %s: loading %s", why, bundle)
+    if watch is not None:
+        watch.accept()  # tried once per state: a refused bundle is tried again only once it changes again
+    try:
+        reloader.load(bundle)
+    except (EdgeRuntimeError, OSError):
+        pass
+
+
+class _BundleWatch:
+    """Notices that the bundle directory changed: the symlink's target, or a file's name, size or mtime.
+
+    A change is reported once it has held still for one look (a deployment still writing files is not loaded
+    half-way), and each state is reported once.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._accepted = self._last = self._state()
+
+    def _state(self) -> tuple[Any, ...]:
+        try:
+            real = os.path.realpath(self.path)
+            with os.scandir(real) as entries:
+                files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+            return (real, tuple(files))
+        except OSError as exc:
+            return ("unreadable", str(exc))
+
+    def settled_change(self) -> bool:
+        state = self._state()
+        settled = state == self._last
+        self._last = state
+        return settled and state != self._accepted
+
+    def accept(self) -> None:
+        self._accepted = self._last = self._state()

@@ -124,3 +124,84 @@ def test_with_a_key_configured_an_unsigned_update_is_refused(tiny_bundle, v2, tm
     finally:
         model.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("bundle-update-")]
+
+
+def _serve_process(bundle, broker_url: str, thing: str, log, *extra: str):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_INTENTS_")}
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "--bundle", str(bundle), "--thing", thing,
+                                 "--broker", broker_url, "--threads", "1", "--status-interval-s", "0.5",
+                                 "--telemetry-interval", "0", *extra],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _versions_seen(client: Client, topics: Topics, wanted: str, timeout: float = 20.0) -> str:
+    """Ask until a reply comes from version ``wanted`` (the swap happens at the first batch after the load)."""
+    deadline = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < deadline:
+        client.publish(topics.request, {"id": f"probe{i}", "text": TEXTS[i % len(TEXTS)]})
+        reply = client.get(10, topic=topics.response).json()
+        assert reply["id"] == f"probe{i}" and "error" not in reply
+        if reply["model"]["version"] == wanted:
+            return wanted
+        i += 1
+        time.sleep(0.1)
+    raise AssertionError(f"no reply from version {wanted} within {timeout} s")
+
+
+def test_serve_swaps_the_model_when_the_bundle_changes_or_on_sighup_and_refuses_a_bad_one(broker, tiny_bundle, v2,
+                                                                                          tmp_path):
+    import os
+    import signal
+
+    # Given `serve` on a symlink to v1 that it looks at every 0.2 s
+    current = tmp_path / "current"
+    current.symlink_to(tiny_bundle[0].root)
+    thing = "reload-cli"
+    topics = Topics.for_thing(thing)
+    log = tmp_path / "service.log"
+    proc = _serve_process(current, broker.url, thing, log, "--bundle-poll-s", "0.2")
+    try:
+        with Client(broker.url, "reload-cli-client", [topics.response, topics.status]) as c:
+            deadline = time.monotonic() + 30
+            while c.get(30, topic=topics.status).json()["state"] != "online" and time.monotonic() < deadline:
+                pass
+            assert _versions_seen(c, topics, "1")
+            # When the deployment points the symlink at v2 (an atomic rename of a new link)
+            (tmp_path / "next").symlink_to(v2.root)
+            os.replace(tmp_path / "next", current)
+            # Then v2 answers without a restart
+            assert _versions_seen(c, topics, "2")
+            # When the link moves to a tampered bundle: refused, v2 keeps answering
+            bad = tmp_path / "tampered"
+            shutil.copytree(v2.root, bad)
+            with (bad / "model.onnx").open("r+b") as fh:
+                fh.seek(100)
+                fh.write(b"\xff\xff")
+            (tmp_path / "next").symlink_to(bad)
+            os.replace(tmp_path / "next", current)
+            deadline = time.monotonic() + 10
+            while "refused" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "model update from" in log.read_text() and "refused" in log.read_text(), log.read_text()[-2000:]
+            assert _versions_seen(c, topics, "2", timeout=2)
+            # When the link goes back to v1 and SIGHUP arrives before the next look would
+            (tmp_path / "next").symlink_to(tiny_bundle[0].root)
+            os.replace(tmp_path / "next", current)
+            os.kill(proc.pid, signal.SIGHUP)
+            assert _versions_seen(c, topics, "1")
+            assert proc.poll() is None, "the service is still the same process"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+        assert log.read_text().count("model swapped") == 2
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -51,6 +51,8 @@ __all__ = [
     "write_split_csv",
     "data_hash",
     "read_manifest",
+    "read_slots",
+    "SLOTS_FILE",
     "main",
 ]
 
@@ -60,6 +62,11 @@ MANIFEST = "prepare.json"
 # Directory names of the published SNIPS layout, per split (first match wins).
 _SNIPS_DIRS: Mapping[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
 _SNIPS_FILES = ("seq.in", "label")
+#: Optional in the SNIPS layout: one slot tag per word of seq.in (BIO); the training split's tags feed the
+#: auxiliary slot-tagging loss of the train step.
+_SNIPS_SLOTS = "seq.out"
+#: The training split's slot tags, one line per row of train.csv, written only when the input has them.
+SLOTS_FILE = "train.slots"
 _BOM = b"\xef\xbb\xbf"
 
 Row = tuple[str, str]
@@ -182,6 +189,32 @@ def _read_csv_rows(path: Path, *, what: str = "CSV", allow_no_rows: bool = False
     return rows
 
 
+def _read_snips_slots(root: Path) -> list[list[str]] | None:
+    """The training split's slot tags (``seq.out``), checked word by word against ``seq.in``; None without one."""
+    d = _snips_split_dirs(root)["train"]
+    if not (d / _SNIPS_SLOTS).is_file():
+        return None
+    texts, tags = _lines(d / "seq.in"), _lines(d / _SNIPS_SLOTS)
+    if len(texts) != len(tags):
+        raise DataError(f"SNIPS train split ({d}): seq.in has {len(texts)} lines but {_SNIPS_SLOTS} has {len(tags)}")
+    out = []
+    for i, (text, line) in enumerate(zip(texts, tags), 1):
+        words, row = text.split(), line.split()
+        if len(words) != len(row):
+            raise DataError(f"{d / _SNIPS_SLOTS} line {i}: {len(row)} slot tags for {len(words)} words of {text!r}; "
+                            "there must be one tag per word")
+        out.append(row)
+    return out
+
+
+def read_slots(processed_dir: str | Path) -> list[list[str]] | None:
+    """The training split's slot tags written by ``prepare`` (one list per row of train.csv), or None."""
+    path = Path(processed_dir) / SLOTS_FILE
+    if not path.is_file():
+        return None
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def load_source(data_path: str | Path) -> tuple[str, dict[str, list[Row]] | list[Row]]:
     """Read the input: ``("snips", {split: rows})`` for a SNIPS directory, ``("csv", rows)`` for a CSV file."""
     path = Path(data_path)
@@ -273,15 +306,16 @@ def read_processed(processed_dir: str | Path) -> dict[str, list[Row]]:
 
 
 def data_hash(processed_dir: str | Path) -> str:
-    """sha256 over the processed CSVs (name and bytes of train, val, test in that order): the data lineage."""
+    """sha256 over the processed CSVs (name and bytes of train, val, test in that order), then the training slot
+    tags when there are any: the data lineage."""
     h = hashlib.sha256()
-    for s in SPLITS:
-        p = Path(processed_dir) / f"{s}.csv"
+    for s in SPLITS + ((SLOTS_FILE,) if (Path(processed_dir) / SLOTS_FILE).is_file() else ()):
+        p = Path(processed_dir) / (s if s == SLOTS_FILE else f"{s}.csv")
         try:
             content = p.read_bytes()
         except OSError as exc:
             raise DataError(f"cannot read {p}: {exc.strerror or exc}") from None
-        h.update(f"{s}.csv\0{len(content)}\0".encode())
+        h.update(f"{p.name}\0{len(content)}\0".encode())
         h.update(content)
     return h.hexdigest()
 
@@ -295,8 +329,9 @@ def _copy_raw(data_path: Path, source: str, raw_dir: Path) -> None:
         return
     for split, d in _snips_split_dirs(data_path).items():
         (raw_dir / d.name).mkdir()
-        for name in _SNIPS_FILES:
-            shutil.copy2(d / name, raw_dir / d.name / name)
+        for name in _SNIPS_FILES + (_SNIPS_SLOTS,):
+            if (d / name).is_file():
+                shutil.copy2(d / name, raw_dir / d.name / name)
 
 
 def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> PrepareResult:
@@ -323,6 +358,11 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     files = {s: processed_dir / f"{s}.csv" for s in SPLITS}
     for s in SPLITS:
         write_split_csv(files[s], splits[s])
+    slots = _read_snips_slots(data_path) if source == "snips" else None
+    (processed_dir / SLOTS_FILE).unlink(missing_ok=True)
+    if slots is not None:
+        (processed_dir / SLOTS_FILE).write_text("".join(" ".join(t) + "\n" for t in slots), encoding="utf-8")
+        files["train_slots"] = processed_dir / SLOTS_FILE
     result = PrepareResult(
         source=source,
         counts={s: len(splits[s]) for s in SPLITS},

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["POOLINGS", "build_classifier", "load_classifier"]
+__all__ = ["POOLINGS", "build_classifier", "load_classifier", "logits_and_states"]
 
 POOLINGS = ("cls", "mean")
 
@@ -34,13 +34,26 @@ def _mean_pool_class() -> type:
 
         def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
                     **kwargs: Any) -> Any:
-            states = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+            logits, _ = logits_and_states(self, input_ids, attention_mask, token_type_ids)
+            return SequenceClassifierOutput(logits=logits)
 
     return BertMeanPoolForSequenceClassification
+
+
+def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any]:
+    """The intent logits and the encoder's token states of either head kind, from one encoder pass.
+
+    ``logits`` equals ``model(...).logits``; the token states feed the auxiliary slot head during training.
+    """
+    if getattr(model.config, "pooling", "cls") == "mean":
+        states = model.bert(input_ids=input_ids, attention_mask=attention_mask,
+                            token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    else:
+        out = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        states, pooled = out.last_hidden_state, out.pooler_output
+    return model.classifier(model.dropout(pooled)), states
 
 
 def build_classifier(base: Path, labels: Sequence[str], pooling: str = "cls") -> Any:

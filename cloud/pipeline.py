@@ -193,7 +193,8 @@ class LocalPipeline:
 
         def _train() -> dict[str, Any]:
             res = train_step.train(splits["train"], splits["val"], p.labels, model_dir,
-                                   train_step.TrainConfig.from_params(p.train), progress=self.progress)
+                                   train_step.TrainConfig.from_params(p.train), progress=self.progress,
+                                   slots=data_step.read_slots(self.store.processed()))
             return {"model_dir": str(model_dir), "best_epoch": res.best_epoch, "best_val_macro_f1": res.best_val_macro_f1,
                     "history": res.history, "seconds": res.seconds}
 

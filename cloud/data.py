@@ -256,7 +256,7 @@ def stratified_split(
     for members in groups.values():
         by_intent.setdefault(members[0][1], []).append(members)
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311 # seeded splits, no secret
     out: dict[str, list[Row]] = {s: [] for s in SPLITS}
     placed = [0] * len(SPLITS)
     total = 0

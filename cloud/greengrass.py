@@ -429,8 +429,9 @@ def build_wheel(dest: Path) -> Path:
     """``pip wheel --no-deps`` of this checkout into ``dest``; returns the wheel."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("*.whl"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-                           "-w", str(dest), str(REPO)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",  # nosec B603 # fixed argv
+                           "--quiet", "--disable-pip-version-check", "-w", str(dest), str(REPO)],
+                          capture_output=True, text=True)
     wheels = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob("slm_intents-*.whl"))
     if proc.returncode != 0 or not wheels:
         raise ComponentBuildError(f"pip wheel failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")

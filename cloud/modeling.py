@@ -62,10 +62,11 @@ def build_classifier(base: Path, labels: Sequence[str], pooling: str = "cls") ->
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    # local_files_only: ``base`` is always a directory (the packaged checkpoint or a path), never a hub download
     kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-              "label2id": {label: i for i, label in enumerate(labels)}}
+              "label2id": {label: i for i, label in enumerate(labels)}, "local_files_only": True}
     if pooling == "cls":
-        return AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(base, **kwargs)  # nosec B615 # local_files_only
     model = _mean_pool_class().from_pretrained(base, **kwargs)
     model.config.pooling = "mean"
     return model
@@ -80,4 +81,4 @@ def load_classifier(model_dir: Path, *, eager: bool = False) -> Any:
     kwargs = {"attn_implementation": "eager"} if eager else {}
     config = json.loads((Path(model_dir) / "config.json").read_text())
     cls = _mean_pool_class() if config.get("pooling") == "mean" else AutoModelForSequenceClassification
-    return cls.from_pretrained(model_dir, **kwargs).eval()
+    return cls.from_pretrained(model_dir, local_files_only=True, **kwargs).eval()

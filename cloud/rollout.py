@@ -338,7 +338,7 @@ class LocalBackend:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = (self.workdir / f"{thing}.log").open("ab")
-        self.procs[thing] = subprocess.Popen(
+        self.procs[thing] = subprocess.Popen(  # nosec B603 # this interpreter, fixed argv, no shell
             [sys.executable, "-m", "edge_runtime", "serve", "--bundle", self.bundles[version], "--thing", thing,
              "--broker", self.broker, "--threads", "1", "--spool-path", str(self.workdir / f"{thing}.sqlite")],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -224,7 +224,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     if slot_head is not None:
         groups.append({"params": list(slot_head.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # nosec B311 # seeded batch order, no secret
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps:

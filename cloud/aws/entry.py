@@ -10,10 +10,30 @@ import os
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 SOURCE_TARBALL = "/opt/ml/processing/input/source/sourcedir.tar.gz"
 SOURCE_DIR = "/opt/ml/processing/source"
+
+
+def extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack ``tar`` under ``dest`` and nowhere else; an unsafe member raises :class:`tarfile.TarError`.
+
+    Python's ``data`` extraction filter where it exists (3.10.12+, 3.11.4+): no absolute paths, no ``..``,
+    no links leading out of ``dest``, no devices. Older interpreters get a stricter check by hand: only
+    regular files and directories, at relative paths without ``..`` (source bundles and model tarballs hold
+    nothing else). :mod:`cloud.aws.steps` and :mod:`cloud.aws.neo` use it too; this module is standard library
+    only because it runs before the source bundle is unpacked.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    members = tar.getmembers()
+    for member in members:
+        path = PurePosixPath(member.name)
+        if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
+            raise tarfile.TarError(f"unsafe member {member.name!r}: only files and directories at relative paths")
+    tar.extractall(dest, members=members)  # nosec B202 # every member was checked just above
 
 
 def source_root() -> Path:
@@ -26,18 +46,15 @@ def source_root() -> Path:
     if not tarball.is_file():
         raise SystemExit(f"sm_entry: no source bundle at {tarball}")
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(root, filter="data")
-        else:  # Python < 3.10.12: members are checked by hand
-            for member in tar.getmembers():
-                if member.name.startswith("/") or ".." in Path(member.name).parts:
-                    raise SystemExit(f"sm_entry: unsafe path in the source bundle: {member.name}")
-            tar.extractall(root)
+    try:
+        with tarfile.open(tarball) as tar:
+            extract_tar(tar, root)
+    except tarfile.TarError as exc:
+        raise SystemExit(f"sm_entry: cannot unpack the source bundle {tarball}: {exc}") from None
     requirements = root / "requirements.txt"
     if requirements.is_file() and os.environ.get("SLM_SKIP_INSTALL") != "1":
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(requirements)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install",  # nosec B603 # fixed argv, our own bundle
+                        "--quiet", "--disable-pip-version-check", "-r", str(requirements)], check=True)
     return root
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .entry import extract_tar
 from .errors import AwsCallFailed, AwsError, NeoCompileFailed
 
 __all__ = ["NeoTarget", "NeoConfig", "NeoResult", "compile_with_neo", "package_edge", "main"]
@@ -173,7 +174,7 @@ def compile_with_neo(onnx_path: Path, work_dir: Path, config: NeoConfig, *, sage
     out.mkdir(parents=True)
     try:
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
-            tar.extractall(out, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(out)
+            extract_tar(tar, out)
     except (tarfile.TarError, OSError) as exc:
         raise NeoCompileFailed(f"job {name}: {artifact} is not a readable tar.gz: {exc}") from None
     if not any(p.is_file() for p in out.rglob("*")):

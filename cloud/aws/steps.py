@@ -20,8 +20,11 @@ import json
 import logging
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .entry import extract_tar
 
 __all__ = ["run_step", "STEPS", "resolve_data", "version_from_arn"]
 
@@ -85,7 +88,8 @@ def _train(argv: Sequence[str], source: Path | None) -> int:
     params_file = Path(_params_path(source, a.params))
     raw = json.loads(params_file.read_text(encoding="utf-8"))
     raw["train"]["threads"] = os.cpu_count() or 1 if a.threads == "auto" else int(a.threads)
-    tuned = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/tmp")) / "params.json"
+    # SageMaker always sets SM_OUTPUT_DATA_DIR; elsewhere a private directory, not a fixed name in shared /tmp
+    tuned = Path(os.environ.get("SM_OUTPUT_DATA_DIR") or tempfile.mkdtemp(prefix="slm-train-")) / "params.json"
     tuned.parent.mkdir(parents=True, exist_ok=True)
     tuned.write_text(json.dumps(raw, indent=2), encoding="utf-8")
     return train.main(["--params", str(tuned)])
@@ -102,7 +106,7 @@ def _extract_model(model: Path, dest: Path) -> Path:
         raise CloudError(f"{model}: neither a checkpoint directory nor a model.tar.gz")
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarballs[0]) as tar:
-        tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+        extract_tar(tar, dest)
     return dest
 
 
@@ -117,13 +121,14 @@ def _evaluate(argv: Sequence[str], source: Path | None) -> int:
     p.add_argument("--model", type=Path, default=Path(PROC, "input", "model"))
     p.add_argument("--data", type=Path, default=Path(PROC, "input", "processed"))
     p.add_argument("--out", type=Path, default=Path(PROC, "output"))
-    p.add_argument("--work", type=Path, default=Path("/tmp/slm-evaluate"))
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new private temp directory)")
     p.add_argument("--params", default=None)
     a = p.parse_args(argv)
     params_file = _params_path(source, a.params)
     params = load_params(params_file)
     try:
-        checkpoint = _extract_model(a.model, a.work / "checkpoint")
+        work = a.work or Path(tempfile.mkdtemp(prefix="slm-evaluate-"))
+        checkpoint = _extract_model(a.model, work / "checkpoint")
         val_texts = [t for t, _ in read_split_csv(a.data / "val.csv")]
         compile_step.compile_bundle(
             checkpoint, a.out / "candidate", version="candidate", name=params.model_name, labels=params.labels,

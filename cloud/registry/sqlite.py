@@ -85,9 +85,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS history_by_version ON approval_history (group_name, version)",
 )
 
-_PACKAGE_COLUMNS = (
-    "group_name, version, approval_status, stage, stage_status, stage_description, metrics, lineage, artifacts, "
-    "description, created_at, updated_at"
+# Literal statements, the columns in the order _package() unpacks a row: nothing is ever formatted into SQL,
+# every value is a ? parameter.
+_INSERT_PACKAGE = (
+    "INSERT INTO model_packages (group_name, version, approval_status, stage, stage_status, stage_description, "
+    "metrics, lineage, artifacts, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_PACKAGES = (
+    "SELECT group_name, version, approval_status, stage, stage_status, stage_description, metrics, lineage, "
+    "artifacts, description, created_at, updated_at FROM model_packages WHERE group_name = ?"
 )
 
 
@@ -280,7 +286,7 @@ class SqliteRegistry(ModelRegistry):
             if stage is Stage.PROD:
                 self._archive_prod(conn, group, version, registered_by, now)
             conn.execute(
-                f"INSERT INTO model_packages ({_PACKAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_PACKAGE,
                 (group, version, status.value, stage.value, "Registered", "", *payload, description or "", now, now),
             )
             self._log(conn, group, version, now, Action.REGISTERED, registered_by, None, status, None, stage,
@@ -295,7 +301,7 @@ class SqliteRegistry(ModelRegistry):
     def list_versions(
         self, group: str, status: ApprovalStatus | str | None = None, stage: Stage | str | None = None
     ) -> list[ModelPackage]:
-        query = f"SELECT {_PACKAGE_COLUMNS} FROM model_packages WHERE group_name = ?"
+        query = _SELECT_PACKAGES
         params: list[Any] = [group]
         if status is not None:
             query += " AND approval_status = ?"
@@ -319,9 +325,7 @@ class SqliteRegistry(ModelRegistry):
             return [_event(r) for r in rows]
 
     def _package_row(self, conn: sqlite3.Connection, group: str, version: int) -> tuple | None:
-        return conn.execute(
-            f"SELECT {_PACKAGE_COLUMNS} FROM model_packages WHERE group_name = ? AND version = ?", (group, version)
-        ).fetchone()
+        return conn.execute(_SELECT_PACKAGES + " AND version = ?", (group, version)).fetchone()
 
     def _require_package(self, conn: sqlite3.Connection, group: str, version: int) -> ModelPackage:
         row = self._package_row(conn, group, version)

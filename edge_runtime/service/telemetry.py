@@ -148,7 +148,7 @@ class TelemetryPublisher:
         self.monitor = DriftMonitor(reference, options.thresholds)
         self.spool = spool if spool is not None else Spool(options.spool_path,
                                                             max_messages=options.spool_max_messages)
-        self._rng = random.Random(options.seed)
+        self._rng = random.Random(options.seed)  # nosec B311 # picks samples, no secret
         self._queue: deque[tuple[tuple[str, ...], tuple[Any, ...], float]] = deque()
         self._errors: deque[str] = deque(maxlen=options.queue_size)
         self._lock = threading.Lock()

@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_runtime.bench.utterances import UTTERANCES  # noqa: E402
+from edge_runtime.service.config import ServiceConfig  # noqa: E402
 from edge_runtime.service.protocol import Topics  # noqa: E402
 from tests.edge_runtime.service.broker import Client, Mosquitto  # noqa: E402
 
@@ -226,9 +227,10 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="edge bundle directory")
     parser.add_argument("--broker", default=None, help="use this broker (default: start Mosquitto on 127.0.0.1)")
     parser.add_argument("--threads", type=int, default=0, help="service intra-op threads (0: physical cores)")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
-    parser.add_argument("--queue-size", type=int, default=256)
+    defaults = ServiceConfig.__dataclass_fields__  # the service's own defaults, one place
+    parser.add_argument("--max-batch", type=int, default=defaults["max_batch"].default)
+    parser.add_argument("--batch-window-ms", type=float, default=defaults["batch_window_ms"].default)
+    parser.add_argument("--queue-size", type=int, default=defaults["queue_size"].default)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--no-check", action="store_true", help="report only; do not fail on missed targets")
 

@@ -66,7 +66,7 @@ class MicroBatcher:
 
     Example::
 
-        batcher = MicroBatcher(clf.predict_batch, queue_size=256, max_batch=16, window_s=0.002)
+        batcher = MicroBatcher(clf.predict_batch, queue_size=256, max_batch=32, window_s=0.005)
         batcher.start()
         batcher.submit(["play jazz"], lambda preds, err: print(preds or err))
         batcher.close(timeout=5)

@@ -19,7 +19,7 @@ Environment variables are read only inside :func:`from_sources`.
 Example::
 
     cfg = from_sources({"bundle": "edge/3", "thing": "kitchen-pi"}, env={})
-    cfg.max_batch            # 16
+    cfg.max_batch            # 32
     cfg.with_changes(max_batch=1).max_batch
 """
 
@@ -183,8 +183,8 @@ class ServiceConfig:
     max_texts: int = _opt("most texts in one request (too_many_texts above)", 32, _int)
     max_payload_bytes: int = _opt("largest request payload in bytes (payload_too_large above)", 65536, _int)
     queue_size: int = _opt("requests waiting for the model at most (overloaded above)", 256, _int)
-    batch_window_ms: float = _opt("under load, how long a batch waits for more requests, in ms", 2.0, _float)
-    max_batch: int = _opt("most texts per model call", 16, _int)
+    batch_window_ms: float = _opt("under load, how long a batch waits for more requests, in ms", 5.0, _float)
+    max_batch: int = _opt("most texts per model call", 32, _int)
     reply_prefixes: tuple[str, ...] = _opt(
         "topics a request's MQTT 5 response topic may lie under (comma-separated; {thing} is filled in)",
         (RESPONSE_TOPIC,), _str_tuple)

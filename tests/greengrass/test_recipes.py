@@ -82,7 +82,7 @@ def test_default_configuration_keys_are_service_settings_passed_through_the_envi
     as_env = {env_name(fields[k]): json.dumps(v) if not isinstance(v, str) else v
               for k, v in defaults.items() if k not in recipe_only}
     cfg = from_sources(env={**as_env, "EDGE_INTENTS_BUNDLE": "b", "EDGE_INTENTS_THING": "t"})
-    assert cfg.transport.value == "ipc" and cfg.max_batch == 16 and cfg.threads is None and cfg.threshold is None
+    assert cfg.transport.value == "ipc" and cfg.max_batch == 32 and cfg.threads is None and cfg.threshold is None
 
 
 def test_access_control_grants_exactly_the_service_topics_never_a_wildcard():

@@ -26,7 +26,7 @@ BASE = {"bundle": "edge/1", "thing": "kitchen-pi"}
 def test_defaults_are_the_documented_ones():
     cfg = from_sources(BASE, env={})
     assert cfg.transport is TransportKind.MQTT and cfg.broker == "mqtt://127.0.0.1:1883"
-    assert (cfg.max_batch, cfg.batch_window_ms, cfg.queue_size, cfg.max_text_chars) == (16, 2.0, 256, 512)
+    assert (cfg.max_batch, cfg.batch_window_ms, cfg.queue_size, cfg.max_text_chars) == (32, 5.0, 256, 512)
     assert cfg.mqtt_client_id == "edge-intents-kitchen-pi"
     assert cfg.allowed_reply_prefixes == ("cmd/intents/kitchen-pi/response",)
     assert cfg.broker_address == ("mqtt", "127.0.0.1", 1883)
@@ -64,7 +64,7 @@ def test_component_configuration_is_read_only_for_the_ipc_transport():
         calls.append(1)
         return {"MaxBatch": 3}
 
-    assert from_sources(BASE, env={}, component=component).max_batch == 16
+    assert from_sources(BASE, env={}, component=component).max_batch == 32
     assert calls == []
     cfg = from_sources({**BASE, "transport": "ipc", "ipc_target": "local"}, env={}, component=component)
     assert cfg.max_batch == 3 and cfg.ipc_target is IpcTarget.LOCAL and calls == [1]

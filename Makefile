@@ -72,9 +72,10 @@ bench-quant: install
 	$(PY) bench/quantization_compare.py --json bench/results/quantization.json
 
 # The edge runtime, its tests and the bench on aarch64 under QEMU user-mode emulation (docs/arm64.md).
-# About 2% of texts sit on an INT8 rounding boundary and differ between any two instruction sets (x86 AVX-512
-# vs AVX2 too); up to 5% may differ, each one listed in bench/results/arm64/summary.json.
-ARM64_ARGS ?= --max-mismatch-rate 0.05
+# Some texts sit on an INT8 rounding boundary and differ between any two instruction sets (x86 AVX-512 vs AVX2
+# too): 2-5% of the CI subsets with the untrained-head base bundle (0.3% with the trained bundle); up to 8% may
+# differ, each one listed in bench/results/arm64/summary.json (docs/arm64.md).
+ARM64_ARGS ?= --max-mismatch-rate 0.08
 test-arm64: install
 	$(PY) bench/arm64/run.py $(if $(DATA),--data $(DATA)) $(ARM64_ARGS)
 

@@ -129,7 +129,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_texts: Sequence[s
                   max_length: int, config: QuantizationConfig = QuantizationConfig(), *, num_heads: int = 0,
                   hidden_size: int = 0) -> Path:
     """Quantize an FP32 ONNX model to INT8 with ONNX Runtime, calibrating on ``calibration_texts``."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edge_runtime.tokenizer import IntentTokenizer

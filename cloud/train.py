@@ -283,7 +283,8 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
     result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
     (out_dir / "training_log.json").write_text(json.dumps(
-        {"config": asdict(config), "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows, "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
+        {"config": asdict(config), "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows,
+         "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
          "history": history, "seconds": result.seconds, "train_rows": len(x_train), "val_rows": len(x_val)},
         indent=2) + "\n")
     return result

@@ -135,8 +135,12 @@ class LoadClient:
             if "error" in body:
                 self.errors[body["error"]["code"]] = self.errors.get(body["error"]["code"], 0) + 1
             elif rid in self.sent and self.replies[rid] == 1:
-                self.latencies.append((now - self.sent[rid]) * 1000)
+                self._record(self.sent[rid], (now - self.sent[rid]) * 1000)
         self.slot.release()
+
+    def _record(self, sent: float, latency_ms: float) -> None:
+        """One first answer (called under ``self.lock``)."""
+        self.latencies.append(latency_ms)
 
     def send(self, n: int) -> None:
         rid = f"c{self.index}-{n}"

@@ -46,19 +46,9 @@ class SoakClient(LoadClient):
         self.samples: list[tuple[float, float]] = []
         super().__init__(*args, **kwargs)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        now = time.perf_counter()
-        body = json.loads(msg.payload)
-        rid = body.get("id")
-        with self.lock:
-            self.replies[rid] = self.replies.get(rid, 0) + 1
-            if "error" in body:
-                self.errors[body["error"]["code"]] = self.errors.get(body["error"]["code"], 0) + 1
-            elif rid in self.sent and self.replies[rid] == 1:
-                sent = self.sent[rid]
-                self.latencies.append((now - sent) * 1000)
-                self.samples.append((sent, (now - sent) * 1000))
-        self.slot.release()
+    def _record(self, sent: float, latency_ms: float) -> None:
+        super()._record(sent, latency_ms)
+        self.samples.append((sent, latency_ms))
 
 
 class RssSampler:

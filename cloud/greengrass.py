@@ -110,6 +110,14 @@ class GreengrassProject:
         return f"{self.root.name}.zip"
 
 
+def component_pin(text: str) -> tuple[str, str]:
+    """One ``--component NAME=VERSION`` (an argparse ``type``): ``("com.slmintents.IntentModel", "2.0.0")``."""
+    name, sep, version = text.partition("=")
+    if not sep or not name or not version:
+        raise argparse.ArgumentTypeError(f"wants NAME=VERSION, got {text!r}")
+    return name, version
+
+
 def load_project(root: str | Path) -> GreengrassProject:
     root = Path(root)
     try:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .errors import CloudError
+from .greengrass import component_pin
 
 __all__ = ["Gates", "GateResult", "RolloutPlan", "Rollout", "RolloutError", "DeploymentBackend", "GreengrassBackend",
            "LocalBackend", "judge", "load_telemetry", "main"]
@@ -395,16 +396,6 @@ class LocalBackend:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _components(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, version = item.partition("=")
-        if not sep or not name or not version:
-            raise RolloutError(f"--component wants NAME=VERSION, got {item!r}")
-        out[name] = version
-    return out
-
-
 def _greengrass_backend(region: str | None) -> GreengrassBackend:
     from .aws._boto import make_client, make_session
 
@@ -418,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="write the rollout state file: version, components, groups, gates")
     p.add_argument("--version", required=True, help="the model version the gates judge (telemetry model.version)")
-    p.add_argument("--component", action="append", required=True, metavar="NAME=VERSION")
+    p.add_argument("--component", action="append", type=component_pin, required=True, metavar="NAME=VERSION")
     p.add_argument("--canary-group", default="slm-intents-canary")
     p.add_argument("--fleet-group", action="append", default=None, help="fleet thing groups, in order")
     p.add_argument("--gates", default=None, help="JSON file of gates (see cloud.rollout.Gates)")
@@ -442,7 +433,7 @@ def main(argv: Sequence[str] | None = None, *, backend: DeploymentBackend | None
     try:
         if args.command == "plan":
             gates = Gates.from_dict(json.loads(Path(args.gates).read_text())) if args.gates else Gates()
-            plan = RolloutPlan(args.version, _components(args.component), args.canary_group,
+            plan = RolloutPlan(args.version, dict(args.component), args.canary_group,
                                tuple(args.fleet_group or ("slm-intents-fleet",)), gates)
             print(json.dumps(Rollout.create(plan, args.out), indent=2))
             return 0

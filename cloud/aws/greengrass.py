@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..greengrass import component_pin
 from ._boto import call, make_client, make_session
 from .errors import AwsCallFailed, AwsError, DeploymentBlocked
 from .s3store import S3Store
@@ -339,16 +340,6 @@ def deploy(components: Mapping[str, str], *, stage: str, greengrass: Any, iot: A
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-def _components_arg(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, version = item.partition("=")
-        if not sep or not name or not version:
-            raise AwsError(f"--component wants NAME=VERSION, got {item!r}")
-        out[name] = version
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloud.aws.greengrass", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -360,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-existing", action="store_true", help="a version that already exists is not an error")
     p = sub.add_parser("deploy", help="deploy component versions to the canary or the fleet thing group")
     p.add_argument("--stage", choices=tuple(THING_GROUPS), required=True)
-    p.add_argument("--component", action="append", default=[], metavar="NAME=VERSION", required=True)
+    p.add_argument("--component", action="append", type=component_pin, default=[], metavar="NAME=VERSION",
+                   required=True)
     p.add_argument("--thing-group", default=None, help="override the stage's thing group")
     p.add_argument("--no-merge", action="store_true", help="deploy only the named components (others are removed)")
     p.add_argument("--skip-canary-check", action="store_true", help="fleet: do not require a healthy canary")
@@ -375,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result: Any = [c.to_dict() for c in publish(find_components(args.build_dir), store=store,
                                                          greengrass=greengrass, skip_existing=args.skip_existing)]
         else:
-            result = deploy(_components_arg(args.component), stage=args.stage, greengrass=greengrass,
+            result = deploy(dict(args.component), stage=args.stage, greengrass=greengrass,
                             iot=make_client("iot", region=args.region, session=session),
                             thing_group=args.thing_group, merge_current=not args.no_merge,
                             require_canary=not args.skip_canary_check)

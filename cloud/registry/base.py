@@ -55,6 +55,7 @@ from ..errors import RegistryError
 
 __all__ = [
     "ApprovalStatus",
+    "check_artifacts",
     "Stage",
     "Action",
     "ModelPackageGroup",
@@ -317,6 +318,13 @@ def plan_transition(package: ModelPackage, target: ApprovalStatus | str, by: str
     raise RegistryError(
         f"{package.ref}: cannot move back to {target.value}; register a new version instead"
     )
+
+
+def check_artifacts(artifacts: Any) -> None:
+    """Artifacts of a version map names to URI strings; anything else is a :class:`RegistryError`."""
+    if not isinstance(artifacts, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in artifacts.items()):
+        raise RegistryError("artifacts must map names to URI strings")
 
 
 def initial_state(approval_status: ApprovalStatus | str, stage: Stage | str | None) -> tuple[ApprovalStatus, Stage]:

@@ -41,6 +41,7 @@ from .base import (
     ModelPackageGroup,
     ModelRegistry,
     Stage,
+    check_artifacts,
     initial_state,
     iso,
     parse_iso,
@@ -271,7 +272,7 @@ class SageMakerRegistry(ModelRegistry):
     ) -> ModelPackage:
         validate_group_name(group)
         status, stage = initial_state(approval_status, stage)
-        _check_artifacts(artifacts)
+        check_artifacts(artifacts)
         now = self._clock()
         event = HistoryEvent(group=group, version=1, at=now, action=Action.REGISTERED, by=registered_by,
                              from_status=None, to_status=status, from_stage=None, to_stage=stage,
@@ -339,7 +340,7 @@ class SageMakerRegistry(ModelRegistry):
         return _history(self._describe(group, version))
 
     def add_artifacts(self, group: str, version: int, artifacts: Mapping[str, str]) -> ModelPackage:
-        _check_artifacts(artifacts)
+        check_artifacts(artifacts)
         with self._lock:
             desc = self._describe(group, version)
             props = {**desc.get("CustomerMetadataProperties", {}), **flatten_properties("artifacts", artifacts)}
@@ -400,12 +401,6 @@ class _ApiError(RegistryError):
 
 
 # --------------------------------------------------------------------------------------------------- reading
-def _check_artifacts(artifacts: Any) -> None:
-    if not isinstance(artifacts, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in artifacts.items()):
-        raise RegistryError("artifacts must map names to URI strings")
-
-
 def _check_budget(props: Mapping[str, str]) -> None:
     history = sum(1 for k in props if k.startswith(_HISTORY))
     others = len(props) - history

@@ -28,6 +28,7 @@ from .base import (
     ModelPackageGroup,
     ModelRegistry,
     Stage,
+    check_artifacts,
     initial_state,
     iso,
     parse_iso,
@@ -268,10 +269,7 @@ class SqliteRegistry(ModelRegistry):
     ) -> ModelPackage:
         validate_group_name(group)
         status, stage = initial_state(approval_status, stage)
-        if not isinstance(artifacts, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
-        ):
-            raise RegistryError("artifacts must map names to URI strings")
+        check_artifacts(artifacts)
         payload = (to_json(metrics, "metrics"), to_json(lineage, "lineage"), to_json(artifacts, "artifacts"))
         with self._write() as conn:
             now = iso(self._clock())
@@ -336,10 +334,7 @@ class SqliteRegistry(ModelRegistry):
 
     def add_artifacts(self, group: str, version: int, artifacts: Mapping[str, str]) -> ModelPackage:
         validate_version(version)
-        if not isinstance(artifacts, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
-        ):
-            raise RegistryError("artifacts must map names to URI strings")
+        check_artifacts(artifacts)
         with self._write() as conn:
             current = self._require_package(conn, group, version)
             merged = {**current.to_dict()["artifacts"], **artifacts}

@@ -66,6 +66,8 @@ class IntentTokenizer:
         self.pad_id = tok.token_to_id("[PAD]") or 0
         self.unk_id = tok.token_to_id("[UNK]")
         self._max_chars = max_length * _CHARS_PER_TOKEN
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets, which nothing here uses
+        self._encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)
 
     def encode(self, texts: Sequence[str]) -> Encoding:
         if isinstance(texts, str):
@@ -74,14 +76,17 @@ class IntentTokenizer:
             if not isinstance(text, str):
                 raise InputError(f"text {i} is {type(text).__name__}, expected str")
         clipped = [t[: self._max_chars] for t in texts]
-        encodings = self._tok.encode_batch(clipped, add_special_tokens=True)
-        width = max((len(e.ids) for e in encodings), default=0)
-        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
+        if len(clipped) == 1:
+            # One text: no batch machinery (its worker pool costs more than the text, next to the model's threads)
+            rows = [self._tok.encode(clipped[0], add_special_tokens=True).ids]
+        else:
+            rows = [e.ids for e in self._encode_batch(clipped, add_special_tokens=True)]
+        width = max(map(len, rows), default=0)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, tokens in enumerate(rows):
+            ids[row, :len(tokens)] = tokens
+            mask[row, :len(tokens)] = 1
         return Encoding(ids, mask)
 
     def unknown_rate(self, encoding: Encoding) -> np.ndarray:

@@ -62,6 +62,7 @@ class Service:
         cmd = [sys.executable, "-m", "edge_runtime", "serve", "--bundle", args.bundle, "--thing", thing,
                "--broker", broker_url, "--status-interval-s", "3600", "--max-batch", str(args.max_batch),
                "--batch-window-ms", str(args.batch_window_ms), "--queue-size", str(args.queue_size),
+               "--workers", str(args.workers),
                "--log-level", "WARNING"]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
@@ -235,6 +236,7 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=defaults["max_batch"].default)
     parser.add_argument("--batch-window-ms", type=float, default=defaults["batch_window_ms"].default)
     parser.add_argument("--queue-size", type=int, default=defaults["queue_size"].default)
+    parser.add_argument("--workers", type=int, default=defaults["workers"].default)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--no-check", action="store_true", help="report only; do not fail on missed targets")
 
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                            "rss_mb": final.get("rss_mb")},
                   settings={"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms,
                             "threads": args.threads or "physical cores", "queue_size": args.queue_size,
+                            "workers": args.workers,
                             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()})
     failures = []
     if args.mode == "roundtrip" and result["latency_ms"]["p50"] > TARGETS["roundtrip_p50_ms"]:

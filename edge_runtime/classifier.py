@@ -66,12 +66,12 @@ class IntentClassifier:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str] | Bundle, *, backend: str | BackendName = BackendName.AUTO,
-                    threads: int | None = None, providers: Sequence[str] | None = None,
+                    threads: int | None = None, providers: Sequence[str] | None = None, callers: int = 1,
                     verify: bool = True, **kwargs: Any) -> "IntentClassifier":
-        """Load (and verify) a bundle directory and its model."""
+        """Load (and verify) a bundle directory and its model; ``callers``: how many threads will call it at once."""
         bundle = path if isinstance(path, Bundle) else Bundle.load(path, verify=verify)
         tokenizer = IntentTokenizer(bundle.path_of(bundle.manifest.tokenizer), bundle.manifest.max_length)
-        model = load_backend(bundle, backend, threads=threads, providers=providers)
+        model = load_backend(bundle, backend, threads=threads, providers=providers, callers=callers)
         try:
             return cls(bundle, model, tokenizer, **kwargs)
         except BaseException:

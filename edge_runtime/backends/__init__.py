@@ -39,7 +39,8 @@ class BackendName(str, enum.Enum):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Runs the model: int64 feeds in, float logits ``[batch, num_labels]`` out."""
+    """Runs the model: int64 feeds in, float logits ``[batch, num_labels]`` out; ``run`` may be called from several
+    threads at once."""
 
     name: str
     input_names: tuple[str, ...]
@@ -55,20 +56,25 @@ def load_backend(
     *,
     threads: int | None = None,
     providers: Sequence[str] | None = None,
+    callers: int = 1,
 ) -> Backend:
-    """Load the bundle's model with the named backend (``auto``, ``onnxruntime``, ``dlr``, ``fake``)."""
+    """Load the bundle's model with the named backend (``auto``, ``onnxruntime``, ``dlr``, ``fake``).
+
+    ``callers``: how many threads will run the model at the same time (the service's workers); every backend is
+    safe to call concurrently, and onnxruntime tunes its thread pool for it."""
     choice = BackendName.parse(name)
     if choice is BackendName.AUTO:
         if bundle.backend_entry("dlr") is not None:
             try:
-                return _load(bundle, BackendName.DLR, threads, providers)
+                return _load(bundle, BackendName.DLR, threads, providers, callers)
             except BackendUnavailableError as exc:
                 _warn_once(f"DLR artifact present but not usable here, using onnxruntime instead: {exc}")
         choice = BackendName.ONNXRUNTIME
-    return _load(bundle, choice, threads, providers)
+    return _load(bundle, choice, threads, providers, callers)
 
 
-def _load(bundle: "Bundle", choice: BackendName, threads: int | None, providers: Sequence[str] | None) -> Backend:
+def _load(bundle: "Bundle", choice: BackendName, threads: int | None, providers: Sequence[str] | None,
+          callers: int) -> Backend:
     entry = bundle.backend_entry(choice.value)
     if entry is None:
         raise BackendUnavailableError(
@@ -77,7 +83,8 @@ def _load(bundle: "Bundle", choice: BackendName, threads: int | None, providers:
     if choice is BackendName.ONNXRUNTIME:
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle.path_of(_require(entry, "file", bundle)), threads=threads, providers=providers)
+        return OnnxRuntimeBackend(bundle.path_of(_require(entry, "file", bundle)), threads=threads, providers=providers,
+                                  callers=callers)
     if choice is BackendName.DLR:
         from .dlr import DlrBackend
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from typing import Mapping, Sequence
 
@@ -58,7 +59,8 @@ def import_dlr_offline() -> types.ModuleType:
 
 class DlrBackend:
     """A Neo artifact. Neo compiles for fixed input shapes (``input_shapes`` in the bundle, e.g. ``[1, 40]``),
-    so each text is padded to that length and run alone; padding is masked, so answers do not change."""
+    so each text is padded to that length and run alone; padding is masked, so answers do not change.
+    A DLR model holds its inputs and outputs between calls, so concurrent callers take turns."""
 
     name = "dlr"
 
@@ -76,6 +78,7 @@ class DlrBackend:
         self.input_names = tuple(self._model.get_input_names())
         shapes = {tuple(v) for v in (input_shapes or {}).values()}
         self.fixed_length = int(next(iter(shapes))[1]) if len(shapes) == 1 else None
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         if self._model is None:
@@ -87,7 +90,8 @@ class DlrBackend:
 
     def _run_one(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         try:
-            return np.asarray(self._model.run(dict(feeds))[0], dtype=np.float32)
+            with self._lock:
+                return np.asarray(self._model.run(dict(feeds))[0], dtype=np.float32)
         except Exception as exc:
             raise BackendError(f"DLR inference failed: {exc}") from None
 

@@ -1,14 +1,19 @@
-"""Micro-batching: a bounded FIFO queue and one worker thread that runs queued requests through the model together.
+"""Micro-batching: a bounded FIFO queue and model worker threads that run queued requests through the model
+together.
 
 The rule, one place:
 
 - A batch closes when it holds ``max_batch`` texts, or when its oldest request has waited ``window_s``,
   whichever comes first.
-- A request that finds the worker idle and the queue empty starts a batch at once: at low load nothing waits
+- A request that finds a worker idle and the queue empty starts a batch at once: at low load nothing waits
   for a window, so batching costs no latency there. Under load requests queue up while the model runs, and
   the next batch takes them together (and waits out the rest of the window for more).
-- One worker and a FIFO queue: requests are answered in order of arrival. A request whose texts do not fit
-  in the open batch starts the next one; a request with more than ``max_batch`` texts runs alone.
+- Batches are taken from a FIFO queue in order of arrival, and answered in that order: with several workers
+  a batch that finishes early waits for the replies of the batches taken before it. A request whose texts
+  do not fit in the open batch starts the next one; a request with more than ``max_batch`` texts runs alone.
+- Several workers (``workers``) run batches at the same time. On a small CPU shared with a broker and other
+  processes, two batches running side by side keep the cores busier than one batch whose operators are split
+  over the cores (measured in ``bench/service_load.py saturate``).
 - The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`~edge_runtime.service.errors.OverloadedError`
   when it is full, so a request is refused (and told so) rather than dropped.
 
@@ -62,20 +67,24 @@ class BatchStats:
 
 
 class MicroBatcher:
-    """Runs ``predict(texts) -> list`` over micro-batches of submitted requests on one worker thread.
+    """Runs ``predict(texts) -> list`` over micro-batches of submitted requests on ``workers`` threads.
+
+    ``predict`` must be safe to call from several threads at once when ``workers`` > 1; ``done`` callbacks are
+    called one at a time, in order of arrival.
 
     Example::
 
-        batcher = MicroBatcher(clf.predict_batch, queue_size=256, max_batch=32, window_s=0.005)
+        batcher = MicroBatcher(clf.predict_batch, queue_size=256, max_batch=32, window_s=0.005, workers=2)
         batcher.start()
         batcher.submit(["play jazz"], lambda preds, err: print(preds or err))
         batcher.close(timeout=5)
     """
 
     def __init__(self, predict: Callable[[list[str]], Sequence[Any]], *, queue_size: int, max_batch: int,
-                 window_s: float, clock: Callable[[], float] = time.perf_counter, name: str = "intent-batcher") -> None:
-        if queue_size < 1 or max_batch < 1 or window_s < 0:
-            raise ValueError("queue_size and max_batch must be >= 1 and window_s >= 0")
+                 window_s: float, workers: int = 1, clock: Callable[[], float] = time.perf_counter,
+                 name: str = "intent-batcher") -> None:
+        if queue_size < 1 or max_batch < 1 or workers < 1 or window_s < 0:
+            raise ValueError("queue_size, max_batch and workers must be >= 1 and window_s >= 0")
         self._predict = predict
         self.queue_size = queue_size
         self.max_batch = max_batch
@@ -83,15 +92,25 @@ class MicroBatcher:
         self._clock = clock
         self._items: deque[_Job] = deque()
         self._cond = threading.Condition()
-        self._busy = False
+        self._busy = 0  # workers running a batch
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         self._stats = BatchStats()
+        # In-order replies: batches are numbered as they are taken; batch n replies once batch n-1 has.
+        self._taken = 0
+        self._replied = 0
+        self._turn = threading.Condition()
+        self._forming = threading.Lock()
 
     # -- producer side ----------------------------------------------------------------------------------------
     def start(self) -> "MicroBatcher":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
+
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
 
     def submit(self, texts: Sequence[str], done: Done) -> None:
         """Queue one request; ``done`` is called with its predictions (in ``texts`` order) or an error."""
@@ -100,7 +119,7 @@ class MicroBatcher:
                 raise ShuttingDownError()
             if len(self._items) >= self.queue_size:
                 raise OverloadedError(f"the request queue is full ({self.queue_size} waiting); retry later")
-            found_busy = self._busy or bool(self._items)
+            found_busy = self._busy >= len(self._threads) or bool(self._items)
             self._items.append(_Job(texts, done, self._clock(), found_busy))
             self._cond.notify()
 
@@ -115,28 +134,31 @@ class MicroBatcher:
             return {**self._stats.to_dict(), "queue_depth": len(self._items)}
 
     def close(self, timeout: float | None = None) -> bool:
-        """Take no more requests, finish the queued ones, stop the worker. True if all were answered in time."""
+        """Take no more requests, finish the queued ones, stop the workers. True if all were answered in time."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     @property
     def closed(self) -> bool:
         return self._closing
 
     # -- worker side ------------------------------------------------------------------------------------------
-    def _next_batch(self) -> list[_Job] | None:
-        with self._cond:
+    def _next_batch(self) -> tuple[int, list[_Job]] | None:
+        # One worker forms a batch at a time (it may wait out a window): batches hold consecutive requests.
+        with self._forming, self._cond:
             while not self._items:
                 if self._closing:
                     return None
                 self._cond.wait()
             first = self._items.popleft()
             batch, size = [first], len(first.texts)
-            # A request that found the worker idle runs now; one that queued behind others may wait out the window.
+            # A request that found a worker idle runs now; one that queued behind others may wait out the window.
             deadline = first.enqueued_at + self.window_s if first.found_busy else 0.0
             while size < self.max_batch:
                 if self._items:
@@ -150,21 +172,40 @@ class MicroBatcher:
                 if remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
-            self._busy = True
-            return batch
+            self._busy += 1
+            self._taken += 1
+            return self._taken, batch
 
     def _run(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
+            number, batch = taken
             try:
-                self._run_batch(batch)
+                self._run_batch(number, batch)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy -= 1
 
-    def _run_batch(self, batch: list[_Job]) -> None:
+    def _run_batch(self, number: int, batch: list[_Job]) -> None:
+        replies: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            self._predict_jobs(batch, replies)
+        finally:
+            with self._turn:  # batches reply in the order they were taken
+                while self._replied != number - 1:
+                    self._turn.wait()
+            try:
+                for job, predictions, error in replies:
+                    self._finish(job, predictions, error)
+            finally:
+                with self._turn:
+                    self._replied = number
+                    self._turn.notify_all()
+
+    def _predict_jobs(self, batch: list[_Job], replies: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        """Run ``batch`` through the model; append each job's ``(job, predictions, error)`` to ``replies``."""
         texts = [t for job in batch for t in job.texts]
         try:
             predictions = list(self._predict(texts))
@@ -173,12 +214,12 @@ class MicroBatcher:
         except Exception as exc:  # the model failed: isolate the request that caused it, answer the others
             if len(batch) > 1:
                 for job in batch:
-                    self._run_batch([job])
+                    self._predict_jobs([job], replies)
                 return
             log.error("inference failed for a request of %d text(s): %s", len(texts), exc, exc_info=True)
             with self._cond:
                 self._stats.failed_jobs += 1
-            self._finish(batch[0], None, exc)
+            replies.append((batch[0], None, exc))
             return
         with self._cond:
             s = self._stats
@@ -189,7 +230,7 @@ class MicroBatcher:
             s.sizes[len(texts)] = s.sizes.get(len(texts), 0) + 1
         start = 0
         for job in batch:
-            self._finish(job, predictions[start:start + len(job.texts)], None)
+            replies.append((job, predictions[start:start + len(job.texts)], None))
             start += len(job.texts)
 
     def _finish(self, job: _Job, predictions: Any, error: BaseException | None) -> None:

@@ -185,6 +185,8 @@ class ServiceConfig:
     queue_size: int = _opt("requests waiting for the model at most (overloaded above)", 256, _int)
     batch_window_ms: float = _opt("under load, how long a batch waits for more requests, in ms", 5.0, _float)
     max_batch: int = _opt("most texts per model call", 32, _int)
+    workers: int = _opt("batches run through the model at the same time (replies still go out in order of arrival); "
+                        "more than 1 can pay on a device with more cores than the model's threads use", 1, _int)
     reply_prefixes: tuple[str, ...] = _opt(
         "topics a request's MQTT 5 response topic may lie under (comma-separated; {thing} is filled in)",
         (RESPONSE_TOPIC,), _str_tuple)
@@ -228,7 +230,7 @@ class ServiceConfig:
         elif not valid_thing_name(self.thing):
             yield f"thing {self.thing!r} is not a valid thing name (letters, digits, ':', '_', '-'; at most 128)"
         for name in ("keepalive_s", "top_k", "max_text_chars", "max_texts", "max_payload_bytes", "queue_size",
-                     "max_batch", "reconnect_min_s", "reconnect_max_s"):
+                     "max_batch", "workers", "reconnect_min_s", "reconnect_max_s"):
             if getattr(self, name) < 1:
                 yield f"{name} must be >= 1, got {getattr(self, name)}"
         for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s", "bundle_poll_s"):

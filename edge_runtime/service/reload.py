@@ -13,9 +13,9 @@ The order is what makes it safe:
    check and the load (a deployment still unpacking, a tampered file);
 2. the copy is verified: the Ed25519 signature when a public key is configured, then every file's sha256;
 3. a classifier is loaded from it and answers one warm-up text (labels vs output size are checked on load);
-4. only then is it *staged*; the micro-batcher's single worker thread picks it up at its next model call, so
-   no batch ever mixes models, every reply names the model that produced it, and the old model is closed
-   after its last batch.
+4. only then is it *staged*; the next model call of any micro-batcher worker swaps it in, so no batch ever
+   mixes models, every reply names the model that produced it (:meth:`SwappableClassifier.predict_with_model`),
+   and the old model is closed once its last batch in flight on another worker has finished.
 
 Until step 4 the old model keeps serving; any failure leaves it in place.
 """
@@ -40,17 +40,19 @@ log = logging.getLogger(__name__)
 class SwappableClassifier:
     """Wraps the serving classifier; :meth:`stage` hands over a replacement taken at the next model call.
 
-    Exposes what :class:`~edge_runtime.service.IntentService` uses: ``predict_batch``, ``name``, ``version``,
-    ``backend``. ``on_swap(new)`` runs on the worker thread right after a swap (the service updates its
-    ``model`` there, before the first reply of the new model is encoded).
+    Exposes what :class:`~edge_runtime.service.IntentService` uses: ``predict_batch``, ``predict_with_model``,
+    ``name``, ``version``, ``backend``. Safe to call from several worker threads at once. ``on_swap(new)`` runs
+    on the worker thread that made the swap, before its call (the service updates its status there).
     """
 
     def __init__(self, classifier: Any, *, on_swap: Callable[[Any], None] | None = None) -> None:
         self._current = classifier
-        self._staged: Any = None
-        self._lock = threading.Lock()
-        self._retired: list[tuple[Any, Callable[[], None] | None]] = []
         self._cleanup: Callable[[], None] | None = None
+        self._staged: tuple[Any, Callable[[], None] | None] | None = None
+        self._lock = threading.Lock()
+        # Models swapped out while a call on them was still running; closed by the last such call.
+        self._retired: list[tuple[Any, Callable[[], None] | None]] = []
+        self._calls: dict[int, int] = {}  # id(classifier) -> calls in flight
         self.on_swap = on_swap
         self.swaps = 0
 
@@ -84,28 +86,45 @@ class SwappableClassifier:
             _close(*previous)
 
     def predict_batch(self, texts: Sequence[str]) -> list[Any]:
+        return self.predict_with_model(texts)[1]
+
+    def predict_with_model(self, texts: Sequence[str]) -> tuple[Any, list[Any]]:
+        """``(classifier, predictions)``: the predictions and the model that made them (a swap may happen on
+        another worker before these are answered)."""
         with self._lock:
             staged, self._staged = self._staged, None
-        if staged is not None:
-            self._swap(*staged)
-        return self._current.predict_batch(texts)
+            if staged is not None:
+                old = self._current
+                self._retired.append((old, self._cleanup))
+                self._current, self._cleanup = staged
+                self.swaps += 1
+            model = self._current
+            self._calls[id(model)] = self._calls.get(id(model), 0) + 1
+        try:
+            if staged is not None:
+                log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, model.name, model.version)
+                if self.on_swap is not None:
+                    self.on_swap(model)
+            return model, model.predict_batch(texts)
+        finally:
+            self._release(model)
 
-    def _swap(self, classifier: Any, cleanup: Callable[[], None] | None) -> None:
-        old, old_cleanup = self._current, self._cleanup
-        self._current, self._cleanup = classifier, cleanup
-        self.swaps += 1
-        log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, classifier.name, classifier.version)
-        if self.on_swap is not None:
-            self.on_swap(classifier)
-        # Only this (worker) thread calls the model, and it is here: the old one has no batch in flight.
-        _close(old, old_cleanup)
+    def _release(self, model: Any) -> None:
+        with self._lock:
+            left = self._calls.pop(id(model)) - 1
+            if left:
+                self._calls[id(model)] = left
+            idle = [r for r in self._retired if id(r[0]) not in self._calls]
+            self._retired = [r for r in self._retired if id(r[0]) in self._calls]
+        for retired in idle:
+            _close(*retired)
 
     def close(self) -> None:
         with self._lock:
             staged, self._staged = self._staged, None
-        if staged is not None:
-            _close(*staged)
-        _close(self._current, self._cleanup)
+            retired, self._retired = self._retired, []
+        for item in ([staged] if staged is not None else []) + retired + [(self._current, self._cleanup)]:
+            _close(*item)
 
 
 def _close(classifier: Any, cleanup: Callable[[], None] | None) -> None:

@@ -201,8 +201,8 @@ def _follow_swap(fleet: Sequence[Any], new: Any) -> None:
 
 
 def _load_options(config: ServiceConfig) -> dict[str, Any]:
-    return {"backend": config.backend, "threads": config.threads, "threshold": config.threshold,
-            "top_k": config.top_k, "max_batch": config.max_batch}
+    return {"backend": config.backend, "threads": config.threads, "callers": config.workers,
+            "threshold": config.threshold, "top_k": config.top_k, "max_batch": config.max_batch}
 
 
 def _update(reloader: Any, bundle: str, why: str, watch: "_BundleWatch | None") -> None:

@@ -38,7 +38,7 @@ _ANSWERED_KEPT = 4096
 class ServiceObserver(Protocol):
     """Sees every answered request and every error code (telemetry, drift); called after the reply went out.
 
-    ``on_reply`` runs on the worker thread, ``on_error`` on the thread that refused the request; both must be
+    ``on_reply`` runs on a worker thread, one reply at a time in order of arrival, ``on_error`` on the thread that refused the request; both must be
     quick and must not raise (an exception is logged and the service goes on).
     """
 
@@ -63,8 +63,9 @@ class IntentService:
         self.model = {"name": str(classifier.name), "version": str(classifier.version)}
         self.backend = str(getattr(getattr(classifier, "backend", None), "name", "unknown"))
         self._prefixes = config.allowed_reply_prefixes
-        self._batcher = MicroBatcher(classifier.predict_batch, queue_size=config.queue_size,
-                                     max_batch=config.max_batch, window_s=config.batch_window_s)
+        self._classifier = classifier
+        self._batcher = MicroBatcher(self._predict, queue_size=config.queue_size, max_batch=config.max_batch,
+                                     window_s=config.batch_window_s, workers=config.workers)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         # Ids answered lately: a broker redelivers a request (DUP) whose PUBACK it lost, e.g. across a broker
@@ -169,15 +170,28 @@ class IntentService:
             return requested, False
         return self.topics.response, True
 
-    # -- replies (worker thread) ------------------------------------------------------------------------------
-    def _answer(self, message: Message, request: Request, topic: str, predictions: Sequence[Any] | None,
-                error: BaseException | None) -> None:
-        if error is not None or predictions is None:
+    # -- model calls and replies (worker threads) -------------------------------------------------------------
+    def _predict(self, texts: list[str]) -> list[tuple[dict[str, str], Any]]:
+        """Each prediction with the model that made it: after a model swap on another worker, a batch of the old
+        model may still be answered, and its replies name the old model."""
+        with_model = getattr(self._classifier, "predict_with_model", None)
+        if with_model is None:
+            model, predictions = None, self._classifier.predict_batch(texts)
+        else:
+            model, predictions = with_model(texts)
+        label = self.model if model is None else {"name": str(model.name), "version": str(model.version)}
+        return [(label, p) for p in predictions]
+
+    def _answer(self, message: Message, request: Request, topic: str,
+                answers: Sequence[tuple[dict[str, str], Any]] | None, error: BaseException | None) -> None:
+        if error is not None or answers is None:
             self._send_error(message, topic, RequestError(
                 ErrorCode.INTERNAL.value, f"the model failed on this request ({type(error).__name__})", request.id))
             return
         latency_ms = (time.perf_counter() - message.received_at) * 1000.0
-        payload = encode_reply(request, predictions, self.model, latency_ms)
+        model = answers[0][0] if answers else self.model
+        predictions = [p for _, p in answers]
+        payload = encode_reply(request, predictions, model, latency_ms)
         if self._publish(topic, payload, message):
             with self._lock:
                 self._answered[str(request.id)] = None

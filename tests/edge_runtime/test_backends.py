@@ -113,6 +113,8 @@ def test_importing_dlr_through_the_runtime_makes_no_network_call(dlr_bundle):
 
 def test_a_fixed_shape_neo_model_gets_each_text_padded_to_its_length_and_run_alone():
     # Given a DLR backend whose (stand-in) model records the shapes it is run with
+    import threading
+
     import numpy as np
 
     from edge_runtime.backends.dlr import DlrBackend
@@ -126,6 +128,7 @@ def test_a_fixed_shape_neo_model_gets_each_text_padded_to_its_length_and_run_alo
 
     backend = DlrBackend.__new__(DlrBackend)
     backend._model, backend.fixed_length, backend.input_names = Model(), 8, ("input_ids", "attention_mask")
+    backend._lock = threading.Lock()
     ids = np.array([[2, 5, 3, 0], [2, 5, 6, 3]], dtype=np.int64)
     # When a padded batch of two runs, Then each row runs alone at [1, 8] and keeps its own mask
     out = backend.run({"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)})

@@ -205,3 +205,44 @@ def test_serve_swaps_the_model_when_the_bundle_changes_or_on_sighup_and_refuses_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+class _HeldModel:
+    """A stand-in classifier whose ``predict_batch`` can be held; records whether it was closed."""
+
+    def __init__(self, version: str) -> None:
+        self.name, self.version, self.closed = "m", version, False
+        self.hold, self.entered = threading.Event(), threading.Event()
+        self.hold.set()
+
+    def predict_batch(self, texts):  # type: ignore[no-untyped-def]
+        assert not self.closed, "called after close"
+        self.entered.set()
+        assert self.hold.wait(10)
+        return [f"{t}@{self.version}" for t in texts]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_swap_while_another_worker_runs_the_old_model_closes_it_only_after_that_call():
+    # Given a worker in the middle of a call on v1
+    v1, v2 = _HeldModel("1"), _HeldModel("2")
+    model = SwappableClassifier(v1)
+    v1.hold.clear()
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(model.predict_with_model(["a"])))
+    worker.start()
+    assert v1.entered.wait(5)
+    # When v2 is staged and another worker makes a call
+    model.stage(v2)
+    served_by, answers = model.predict_with_model(["b"])
+    # Then that call is v2's, v1 stays open for the call still running, and that call is labelled v1
+    assert (served_by, answers) == (v2, ["b@2"]) and model.version == "2"
+    assert not v1.closed
+    v1.hold.set()
+    worker.join(5)
+    assert first == [(v1, ["a@1"])]
+    assert v1.closed and not v2.closed and model.swaps == 1
+    model.close()
+    assert v2.closed

@@ -169,3 +169,108 @@ def test_a_failing_callback_does_not_stop_the_worker():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         MicroBatcher(lambda t: t, queue_size=0, max_batch=1, window_s=0)
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda t: t, queue_size=1, max_batch=1, window_s=0, workers=0)
+
+
+class GatedModel:
+    """predict(texts) -> [text.upper()]; a call whose texts include a key of ``gates`` waits for that event.
+    Records how many calls ran at the same time."""
+
+    def __init__(self, *gated: str) -> None:
+        self.gates = {key: threading.Event() for key in gated}
+        self.started: dict[str, threading.Event] = {key: threading.Event() for key in gated}
+        self.lock = threading.Lock()
+        self.running = self.most_running = 0
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            for key in texts:
+                if key in self.gates:
+                    self.started[key].set()
+                    assert self.gates[key].wait(10)
+            return [t.upper() for t in texts]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_two_workers_run_batches_side_by_side_and_still_answer_in_arrival_order():
+    # Given two workers and a model whose first call is held
+    model, results = GatedModel("slow"), Results()
+    batcher = MicroBatcher(model, queue_size=8, max_batch=8, window_s=0.0, workers=2).start()
+    try:
+        batcher.submit(["slow"], results.done_for("slow"))
+        assert model.started["slow"].wait(5)
+        # When a second request arrives while the first one's model call runs
+        batcher.submit(["fast"], results.done_for("fast"))
+        # Then it runs at once on the other worker, but its reply waits for the earlier request's
+        deadline = time.monotonic() + 5
+        while model.most_running < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert model.most_running == 2
+        time.sleep(0.05)
+        assert results.items == []
+        model.gates["slow"].set()
+        assert [(k, p) for k, p, *_ in results.wait(2)] == [("slow", ["SLOW"]), ("fast", ["FAST"])]
+    finally:
+        batcher.close(5)
+
+
+def test_with_two_workers_many_requests_are_each_answered_once_in_arrival_order():
+    model, results = SlowModel(delay=0.002), Results()
+    batcher = MicroBatcher(model, queue_size=500, max_batch=4, window_s=0.005, workers=2).start()
+    try:
+        for i in range(200):
+            batcher.submit([f"t{i}"], results.done_for(str(i)))
+            if i % 7 == 0:
+                time.sleep(0.001)
+        items = results.wait(200)
+        assert [k for k, *_ in items] == [str(i) for i in range(200)]
+        assert all(p == [f"T{k}"] and e is None for k, p, e, _ in items)
+        assert batcher.workers == 2
+    finally:
+        assert batcher.close(5) is True
+
+
+def test_a_failing_batch_on_one_worker_keeps_the_order_and_the_other_worker_going():
+    model, results = SlowModel(fail_on="poison"), Results()
+    batcher = MicroBatcher(model, queue_size=50, max_batch=2, window_s=0.0, workers=2).start()
+    try:
+        keys = [f"ok{i}" if i != 5 else "poison" for i in range(12)]
+        for key in keys:
+            batcher.submit([key], results.done_for(key))
+        items = results.wait(12)
+        assert [k for k, *_ in items] == keys
+        assert [k for k, p, e, _ in items if e is not None] == ["poison"]
+    finally:
+        batcher.close(5)
+
+
+
+def test_with_two_workers_bursts_from_several_senders_are_answered_in_each_senders_order():
+    # Given two workers whose batches wait out a short window, and four senders that submit at once
+    # (without care, a worker waiting out its window loses later requests to the other, idle one)
+    for _ in range(3):
+        model, results = SlowModel(), Results()
+        batcher = MicroBatcher(model, queue_size=1000, max_batch=4, window_s=0.001, workers=2).start()
+        try:
+            def send(sender: int) -> None:
+                for j in range(100):
+                    batcher.submit([f"{sender}-{j}"], results.done_for(f"{sender}-{j}"))
+                    time.sleep(0.0003)
+
+            senders = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            items = results.wait(400)
+            # Then every sender's requests are answered in the order it sent them
+            for sender in range(4):
+                assert [k for k, *_ in items if k.startswith(f"{sender}-")] == [f"{sender}-{j}" for j in range(100)]
+        finally:
+            batcher.close(5)

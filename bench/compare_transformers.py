@@ -5,6 +5,9 @@ Contenders, same model (packaged MiniLM-L6 + the same seeded head), same utteran
   - ONNX Runtime on the FP32 export with the same tokenizer path,
   - ``edge_runtime.IntentClassifier`` on the static-INT8 bundle.
 
+All three are loaded at once and timed in turns, round by round (each round: every utterance through each
+contender), so a drift of the machine's speed during the run touches all of them alike.
+
     python bench/compare_transformers.py --threads 2 --json bench/results/compare.json
 """
 
@@ -45,10 +48,35 @@ def _throughput(fn_batch, texts, size=32, batches=10):
     return size * batches / (time.perf_counter() - t)
 
 
+def interleaved(contenders, texts, rounds, batch_rounds=3):
+    """``{name: {"latency_ms": {p50, p95, p99}, "batch32_per_s"}}`` for ``{name: (predict_one, predict_batch)}``,
+    timed in turns: each round sends every text through each contender (batch 32: the median of the rounds)."""
+    samples = {name: [] for name in contenders}
+    for one, _ in contenders.values():
+        for text in texts:
+            one(text)
+    for _ in range(rounds):
+        for name, (one, _) in contenders.items():
+            for text in texts:
+                t = time.perf_counter()
+                one(text)
+                samples[name].append(time.perf_counter() - t)
+    rates = {name: [] for name in contenders}
+    for _ in range(batch_rounds):
+        for name, (_, many) in contenders.items():
+            rates[name].append(_throughput(many, texts, batches=5))
+    out = {}
+    for name in contenders:
+        ms = np.asarray(samples[name]) * 1e3
+        out[name] = {"latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p95", "p99")},
+                     "batch32_per_s": float(np.median(rates[name]))}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=10, help="timed passes over the utterances per contender")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -65,7 +93,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     labels = load_params().labels
     texts = list(UTTERANCES)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt"
         res = build_base_bundle(Path(tmp) / "bundle", labels, checkpoint_dir=ckpt)
@@ -73,24 +100,19 @@ def main(argv=None) -> int:
         model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
         pipe = pipeline("text-classification", model=model, tokenizer=tok, device="cpu", top_k=None)
 
-        with torch.inference_mode():
-            results["transformers pipeline (PyTorch FP32)"] = {
-                "latency_ms": latency_ms(lambda t: pipe(t), texts, args.iterations // 3),
-                "batch32_per_s": _throughput(lambda b: pipe(b, batch_size=32), texts)}
-
         fp32_path = Path(tmp) / "fp32.onnx"
         from cloud.compile import export_onnx
         export_onnx(AutoModelForSequenceClassification.from_pretrained(ckpt, attn_implementation="eager"), fp32_path)
         backend = OnnxRuntimeBackend(fp32_path, threads=args.threads)
         itok = IntentTokenizer(ckpt / "tokenizer.json", 40)
         run = lambda b: backend.run(itok.encode(b).feeds(backend.input_names))  # noqa: E731
-        results["onnxruntime FP32 (same tokenizer)"] = {
-            "latency_ms": latency_ms(lambda t: run([t]), texts, args.iterations), "batch32_per_s": _throughput(run, texts)}
 
-        with IntentClassifier.from_bundle(res.bundle_dir, threads=args.threads) as clf:
-            results["edge_runtime INT8 static (this project)"] = {
-                "latency_ms": latency_ms(clf.predict, texts, args.iterations),
-                "batch32_per_s": _throughput(clf.predict_batch, texts)}
+        with IntentClassifier.from_bundle(res.bundle_dir, threads=args.threads) as clf, torch.inference_mode():
+            results = interleaved({
+                "transformers pipeline (PyTorch FP32)": (pipe, lambda b: pipe(b, batch_size=32)),
+                "onnxruntime FP32 (same tokenizer)": (lambda t: run([t]), run),
+                "edge_runtime INT8 static (this project)": (clf.predict, clf.predict_batch),
+            }, texts, args.rounds)
             agree = float((np.argmax(onnx_logits(fp32_path, ckpt / "tokenizer.json", 40, texts), 1)
                            == np.array([labels.index(p.intent) for p in clf.predict_batch(texts)])).mean())
 
@@ -102,7 +124,8 @@ def main(argv=None) -> int:
         print(f"{name:<42}{lat['p50']:>9.3f}{lat['p95']:>9.3f}{lat['p99']:>9.3f}{r['batch32_per_s']:>10.1f}"
               f"{r['speedup_p50_vs_transformers']:>9.1f}x")
     print(f"INT8 vs FP32 top-1 agreement on the utterances (untrained head): {agree:.2%}")
-    out = {"threads": args.threads, "utterances": len(texts), "results": results, "int8_fp32_agreement": agree,
+    out = {"threads": args.threads, "utterances": len(texts), "rounds": args.rounds, "results": results,
+           "int8_fp32_agreement": agree,
            "machine": os.uname().machine}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,14 @@ from ..errors import BackendError, BackendUnavailableError
 __all__ = ["OnnxRuntimeBackend", "physical_cores", "SPIN_US", "SHARED_SPIN_US"]
 
 #: How long an intra-op worker spins for the next operator before it sleeps, in microseconds, when one thread
-#: calls the model. Measured on the 2-core CI machine, batch 1, interleaved in one process: p50 1.22 ms with
-#: 50 us, the same as ONNX Runtime's default spin and 20-1000 us, against 1.42 ms with 5 us and 1.7 ms without
-#: spinning. Workers stop spinning when a run ends (``force_spinning_stop``), so an idle device burns nothing.
+#: calls the model. Measured on the 2-core CI machine, batch 1, interleaved in one process
+#: (``python bench/spin_compare.py``): p50 1.22 ms with 50 us, the same as ONNX Runtime's default spin and
+#: 20-1000 us, against 1.42 ms with 5 us and 1.7 ms without spinning. Workers stop spinning when a run ends
+#: (``force_spinning_stop``), so an idle device burns nothing.
 SPIN_US = 50
-#: The spin when several threads call the model at once (the service's workers): a spinning pool thread then
-#: takes a core from the other caller. Two callers on one 2-thread session, batch 6: 972-982 texts/s with 5 us
-#: against 808-824 with 50 us (814-833 against 742-746 beside a process using 75% of a core).
+#: The spin when several threads call the model at once (the service's ``--workers`` > 1): a spinning pool thread
+#: then takes a core from the other caller. Two callers on one 2-thread session, batch 6 (``bench/spin_compare.py``):
+#: 942 texts/s with 5 us against 813 with 50 us, and 778 against 669 beside a process using 75% of a core.
 SHARED_SPIN_US = 5
 
 
@@ -35,14 +36,14 @@ class OnnxRuntimeBackend:
     - ``threads`` intra-op threads (default: physical cores), one inter-op thread;
     - all graph optimizations, no memory patterns (shapes vary per batch);
     - worker threads spin only while a run is in progress (``force_spinning_stop``), and only briefly
-      (:data:`SPIN_US`, or :data:`SHARED_SPIN_US` when ``callers`` > 1 threads run the session at once): fast op
-      dispatch, no CPU burnt while the device is idle.
+      (``spin_us``; by default :data:`SPIN_US`, or :data:`SHARED_SPIN_US` when ``callers`` > 1 threads run the
+      session at once): fast op dispatch, no CPU burnt while the device is idle.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike[str], *, threads: int | None = None,
-                 providers: Sequence[str] | None = None, callers: int = 1) -> None:
+                 providers: Sequence[str] | None = None, callers: int = 1, spin_us: int | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -61,7 +62,9 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
         opts.add_session_config_entry("session.force_spinning_stop", "1")
-        opts.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US if callers <= 1 else SHARED_SPIN_US))
+        if spin_us is None:
+            spin_us = SPIN_US if callers <= 1 else SHARED_SPIN_US
+        opts.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         try:
             self._session = ort.InferenceSession(os.fspath(model_path), opts, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own pybind types; surface one of ours

@@ -11,9 +11,10 @@ The rule, one place:
 - Batches are taken from a FIFO queue in order of arrival, and answered in that order: with several workers
   a batch that finishes early waits for the replies of the batches taken before it. A request whose texts
   do not fit in the open batch starts the next one; a request with more than ``max_batch`` texts runs alone.
-- Several workers (``workers``) run batches at the same time. On a small CPU shared with a broker and other
-  processes, two batches running side by side keep the cores busier than one batch whose operators are split
-  over the cores (measured in ``bench/service_load.py saturate``).
+- Several workers (``workers``) can run batches at the same time. Two callers get more texts/s out of a
+  2-thread session than one (``bench/spin_compare.py``), but on the 2-core CI machine, with the broker and the
+  load generator on the same cores, one worker still gave the lower latency at 500 requests/s
+  (``bench/service_load.py load --workers 1|2``): one is the default, more are for devices with cores to spare.
 - The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`~edge_runtime.service.errors.OverloadedError`
   when it is full, so a request is refused (and told so) rather than dropped.
 

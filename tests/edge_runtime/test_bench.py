@@ -57,3 +57,15 @@ def test_check_budget_limits_are_inclusive_and_unknown_profiles_fail():
 
 def test_bad_bundle_exits_2(tmp_path):
     assert main(["--bundle", str(tmp_path), "--profile", "tiny", "--cold-runs", "0"]) == 2
+
+
+def test_the_spin_comparison_runs_short_and_reports_every_setting(tiny_bundle, tmp_path):
+    out = tmp_path / "spin.json"
+    proc = subprocess.run([sys.executable, "bench/spin_compare.py", "--bundle", str(tiny_bundle[0].root),
+                           "--spins", "5,50", "--threads", "1", "--rounds", "1", "--seconds", "0.1", "--hog", "0.2",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert sorted(result["spins"]) == ["5", "50"]
+    for row in result["spins"].values():
+        assert row["latency_p50_ms"] > 0 and row["one_caller_per_s"] > 0 and row["two_callers_per_s"] > 0

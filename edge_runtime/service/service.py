@@ -38,8 +38,8 @@ _ANSWERED_KEPT = 4096
 class ServiceObserver(Protocol):
     """Sees every answered request and every error code (telemetry, drift); called after the reply went out.
 
-    ``on_reply`` runs on a worker thread, one reply at a time in order of arrival, ``on_error`` on the thread that refused the request; both must be
-    quick and must not raise (an exception is logged and the service goes on).
+    ``on_reply`` runs on a worker thread, one reply at a time in order of arrival; ``on_error`` on the thread that
+    refused the request. Both must be quick and must not raise (an exception is logged and the service goes on).
     """
 
     def on_reply(self, request: Request, predictions: Sequence[Any], latency_ms: float) -> None: ...

@@ -139,3 +139,34 @@ def test_sigkill_during_work_then_restart_answers_every_request(tmp_path, tiny_b
             proc.wait(5)
         log.close()
         mq.stop()
+
+
+def test_a_reply_published_while_the_broker_is_away_is_sent_later_and_later_publishes_still_work(tmp_path):
+    # Given a transport connected to a broker with persistence
+    from edge_runtime.service.transports.mqtt import MqttTransport
+
+    mq = PersistentBroker(tmp_path / "mq").start()
+    transport = MqttTransport(mq.url, client_id="away-test", subscribe="cmd/away/request", reconnect_min_s=1,
+                              reconnect_max_s=1)
+    try:
+        transport.start(lambda message: None)
+        assert transport.wait_connected(10)
+        # When the broker stops, a reply is published meanwhile (paho keeps it: NO_CONN), and the broker comes back
+        mq.stop(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while transport.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not transport.connected
+        transport.publish("cmd/away/response", b"while away")
+        mq.start()
+        assert transport.wait_connected(15)
+        # Then the next publishes do not fail on the old one, and every message gets acknowledged
+        for i in range(3):
+            transport.publish("cmd/away/response", f"after {i}".encode())
+        deadline = time.monotonic() + 10
+        while transport._unacknowledged() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert transport._unacknowledged() == 0
+    finally:
+        transport.close()
+        mq.stop(signal.SIGTERM)

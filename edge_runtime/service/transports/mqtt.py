@@ -191,14 +191,14 @@ class MqttTransport:
             raise TransportError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
         with self._pending_lock:
             self._pending.append(info)
-            while self._pending and self._pending[0].is_published():
+            while self._pending and _acknowledged(self._pending[0]):
                 self._pending.popleft()
 
     def _unacknowledged(self) -> int:
         with self._pending_lock:
-            while self._pending and self._pending[0].is_published():
+            while self._pending and _acknowledged(self._pending[0]):
                 self._pending.popleft()
-            return sum(1 for info in self._pending if not info.is_published())
+            return sum(1 for info in self._pending if not _acknowledged(info))
 
     # -- paho callbacks (network thread) ----------------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -236,3 +236,16 @@ class MqttTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError("the MQTT transport is closed")
+
+
+def _acknowledged(info: Any) -> bool:
+    """Whether the broker has acknowledged a QoS 1 publish.
+
+    A message published while disconnected keeps paho's ``MQTT_ERR_NO_CONN`` code after paho has resent it on
+    reconnecting, and ``is_published()`` raises for that code whatever happened since; the flag that the PUBACK
+    sets is what tells then."""
+    try:
+        return bool(info.is_published())
+    except RuntimeError:
+        with info._condition:  # paho's own lock around the flag
+            return bool(info._published)

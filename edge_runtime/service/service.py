@@ -64,6 +64,8 @@ class IntentService:
         self.backend = str(getattr(getattr(classifier, "backend", None), "name", "unknown"))
         self._prefixes = config.allowed_reply_prefixes
         self._classifier = classifier
+        # A swappable classifier names the model behind each call (see _predict); a plain one is always self.model.
+        self._predict_with_model = getattr(classifier, "predict_with_model", None)
         self._batcher = MicroBatcher(self._predict, queue_size=config.queue_size, max_batch=config.max_batch,
                                      window_s=config.batch_window_s, workers=config.workers)
         self._lock = threading.Lock()
@@ -174,12 +176,11 @@ class IntentService:
     def _predict(self, texts: list[str]) -> list[tuple[dict[str, str], Any]]:
         """Each prediction with the model that made it: after a model swap on another worker, a batch of the old
         model may still be answered, and its replies name the old model."""
-        with_model = getattr(self._classifier, "predict_with_model", None)
-        if with_model is None:
-            model, predictions = None, self._classifier.predict_batch(texts)
+        if self._predict_with_model is None:
+            label, predictions = self.model, self._classifier.predict_batch(texts)
         else:
-            model, predictions = with_model(texts)
-        label = self.model if model is None else {"name": str(model.name), "version": str(model.version)}
+            model, predictions = self._predict_with_model(texts)
+            label = {"name": str(model.name), "version": str(model.version)}
         return [(label, p) for p in predictions]
 
     def _answer(self, message: Message, request: Request, topic: str,

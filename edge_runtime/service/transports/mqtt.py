@@ -191,14 +191,17 @@ class MqttTransport:
             raise TransportError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
         with self._pending_lock:
             self._pending.append(info)
-            while self._pending and _acknowledged(self._pending[0]):
-                self._pending.popleft()
+            self._drop_acknowledged()
 
     def _unacknowledged(self) -> int:
         with self._pending_lock:
-            while self._pending and _acknowledged(self._pending[0]):
-                self._pending.popleft()
+            self._drop_acknowledged()
             return sum(1 for info in self._pending if not _acknowledged(info))
+
+    def _drop_acknowledged(self) -> None:
+        """Forget the acknowledged publishes at the head of the pending queue (under ``_pending_lock``)."""
+        while self._pending and _acknowledged(self._pending[0]):
+            self._pending.popleft()
 
     # -- paho callbacks (network thread) ----------------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:

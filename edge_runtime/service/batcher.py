@@ -15,6 +15,8 @@ The rule, one place:
   2-thread session than one (``bench/spin_compare.py``), but on the 2-core CI machine, with the broker and the
   load generator on the same cores, one worker still gave the lower latency at 500 requests/s
   (``bench/service_load.py load --workers 1|2``): one is the default, more are for devices with cores to spare.
+  One worker at a time forms a batch; the other idle ones sleep until a request is left for them, so a second
+  worker adds ~0.02 ms to a lone request (``bench/batcher_overhead.py``), not a wake-up during every model run.
 - The queue is bounded: :meth:`MicroBatcher.submit` raises :class:`~edge_runtime.service.errors.OverloadedError`
   when it is full, so a request is refused (and told so) rather than dropped.
 
@@ -101,7 +103,11 @@ class MicroBatcher:
         self._taken = 0
         self._replied = 0
         self._turn = threading.Condition()
-        self._forming = threading.Lock()
+        # One worker at a time forms a batch (``_former``; it waits out a window on ``_window``), so batches hold
+        # consecutive requests. The other idle workers sleep on ``_cond`` and are woken only when a request is left
+        # for them, not at every batch: a wake-up during a model run costs that run a core on a small device.
+        self._window = threading.Condition(self._cond)
+        self._former = False
 
     # -- producer side ----------------------------------------------------------------------------------------
     def start(self) -> "MicroBatcher":
@@ -122,7 +128,7 @@ class MicroBatcher:
                 raise OverloadedError(f"the request queue is full ({self.queue_size} waiting); retry later")
             found_busy = self._busy >= len(self._threads) or bool(self._items)
             self._items.append(_Job(texts, done, self._clock(), found_busy))
-            self._cond.notify()
+            (self._window if self._former else self._cond).notify()
 
     @property
     def depth(self) -> int:
@@ -139,6 +145,7 @@ class MicroBatcher:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._window.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
@@ -151,31 +158,43 @@ class MicroBatcher:
 
     # -- worker side ------------------------------------------------------------------------------------------
     def _next_batch(self) -> tuple[int, list[_Job]] | None:
-        # One worker forms a batch at a time (it may wait out a window): batches hold consecutive requests.
-        with self._forming, self._cond:
-            while not self._items:
-                if self._closing:
+        with self._cond:
+            while self._former or not self._items:
+                if self._closing and not self._items:
                     return None
                 self._cond.wait()
-            first = self._items.popleft()
-            batch, size = [first], len(first.texts)
-            # A request that found a worker idle runs now; one that queued behind others may wait out the window.
-            deadline = first.enqueued_at + self.window_s if first.found_busy else 0.0
-            while size < self.max_batch:
-                if self._items:
-                    nxt = self._items[0]
-                    if size + len(nxt.texts) > self.max_batch:
-                        break
-                    batch.append(self._items.popleft())
-                    size += len(nxt.texts)
-                    continue
-                remaining = deadline - self._clock()
-                if remaining <= 0 or self._closing:
-                    break
-                self._cond.wait(remaining)
+            self._former = True
+            try:
+                batch = self._form()
+            finally:
+                self._former = False
+                if self._closing:  # every idle worker looks again, and the ones with nothing left stop
+                    self._cond.notify_all()
+                elif self._items:  # more than one batch's worth: an idle worker can take the next one
+                    self._cond.notify()
             self._busy += 1
             self._taken += 1
             return self._taken, batch
+
+    def _form(self) -> list[_Job]:
+        """Take one batch of consecutive requests (under the lock, as the only worker forming one)."""
+        first = self._items.popleft()
+        batch, size = [first], len(first.texts)
+        # A request that found a worker idle runs now; one that queued behind others may wait out the window.
+        deadline = first.enqueued_at + self.window_s if first.found_busy else 0.0
+        while size < self.max_batch:
+            if self._items:
+                nxt = self._items[0]
+                if size + len(nxt.texts) > self.max_batch:
+                    break
+                batch.append(self._items.popleft())
+                size += len(nxt.texts)
+                continue
+            remaining = deadline - self._clock()
+            if remaining <= 0 or self._closing:
+                break
+            self._window.wait(remaining)
+        return batch
 
     def _run(self) -> None:
         while True:

@@ -69,3 +69,15 @@ def test_the_spin_comparison_runs_short_and_reports_every_setting(tiny_bundle, t
     assert sorted(result["spins"]) == ["5", "50"]
     for row in result["spins"].values():
         assert row["latency_p50_ms"] > 0 and row["one_caller_per_s"] > 0 and row["two_callers_per_s"] > 0
+
+
+def test_the_batcher_overhead_comparison_runs_short_and_reports_every_contender(tiny_bundle, tmp_path):
+    out = tmp_path / "batcher.json"
+    proc = subprocess.run([sys.executable, "bench/batcher_overhead.py", "--bundle", str(tiny_bundle[0].root),
+                           "--threads", "1", "--rounds", "1", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert sorted(result["contenders"]) == ["1 worker", "2 workers", "direct"]
+    for row in result["contenders"].values():
+        assert 0 < row["p50"] <= row["p90"] <= row["p99"]

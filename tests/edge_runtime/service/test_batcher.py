@@ -274,3 +274,25 @@ def test_with_two_workers_bursts_from_several_senders_are_answered_in_each_sende
                 assert [k for k, *_ in items if k.startswith(f"{sender}-")] == [f"{sender}-{j}" for j in range(100)]
         finally:
             batcher.close(5)
+
+
+def test_close_stops_every_worker_also_the_idle_ones_behind_a_busy_one():
+    # Given four workers and a held model: requests pile up behind the first call, workers wait for work
+    model, results = SlowModel(), Results()
+    model.gate.clear()
+    batcher = MicroBatcher(model, queue_size=8, max_batch=8, window_s=30.0, workers=4).start()
+    batcher.submit(["first"], results.done_for("first"))
+    assert model.entered.wait(5)
+    for i in range(3):
+        batcher.submit([f"queued{i}"], results.done_for(f"queued{i}"))
+    # When the service drains while the held call is still running
+    closer = threading.Thread(target=lambda: results.items.append(("closed", batcher.close(10), None, 0.0)))
+    start = time.monotonic()
+    closer.start()
+    time.sleep(0.05)
+    model.gate.set()
+    closer.join(15)
+    # Then everything queued is answered, at once rather than after the window, and every worker has stopped
+    assert time.monotonic() - start < 5
+    assert [k for k, *_ in results.items] == ["first", "queued0", "queued1", "queued2", "closed"]
+    assert results.items[-1][1] is True

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             q, exporter = VARIANTS[name]
             t0 = time.perf_counter()
             res = compile_bundle(ckpt, Path(tmp) / name, version=name, name=name, labels=labels,
-                                 max_length=params.train["max_length"], calibration_texts=calibration,
+                                 max_length=params.train.max_length, calibration_texts=calibration,
                                  check_texts=[], quantization=QuantizationConfig(**q), exporter=exporter,
                                  min_agreement=0.0, work_dir=Path(tmp) / f"work-{name}")
             build_s = time.perf_counter() - t0

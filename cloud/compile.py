@@ -18,14 +18,15 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CompileError
+from .errors import CloudError, CompileError
+from .params import QuantizationParams
 
 __all__ = ["QuantizationConfig", "CompileResult", "export_onnx", "quantize_int8", "compile_bundle", "main"]
 
@@ -37,51 +38,15 @@ WEIGHTS_FILE = MODEL_FILE + ".data"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+#: How the INT8 model is made: the ``compile.quantization`` section of params.json
+#: (:class:`cloud.params.QuantizationParams` documents each field; ``QuantizationConfig.arm64()`` is the preset).
+QuantizationConfig = QuantizationParams
+
+
 @dataclass(frozen=True)
-class QuantizationConfig:
-    """How the INT8 model is made.
-
-    scheme: ``static`` (calibrated activation scales; batch-independent) - the only scheme the bundle
-        accepts for serving; ``dynamic`` exists for comparisons.
-    format: ``QOperator`` (the default): ONNX Runtime's BERT fusions and integer operators (QAttention,
-        MatMulIntegerToFloat) with calibrated scales, about 80 nodes; ``QDQ``: QuantizeLinear/DequantizeLinear
-        pairs on the plain exported graph (about 370 nodes after ONNX Runtime's own fusions, ~30% slower).
-    per_channel: one weight scale per output channel (better accuracy for the MatMuls).
-    calibration_samples: texts fed one by one to collect activation ranges.
-    calibration_method: ``MinMax``; ``Entropy`` and ``Percentile`` with ``QDQ`` only.
-    op_types: the operators ``QDQ`` quantizes (``QOperator`` quantizes every one its integer kernels cover).
-    """
-
-    scheme: str = "static"
-    format: str = "QOperator"
-    per_channel: bool = True
-    calibration_samples: int = 300
-    calibration_method: str = "MinMax"
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
-
-    @classmethod
-    def arm64(cls) -> "QuantizationConfig":
-        """The preset for ARM64 devices (and x86): static QDQ, per-channel weights, U8 activations / S8 weights."""
-        return cls()
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any]) -> "QuantizationConfig":
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        if "op_types" in known:
-            known["op_types"] = tuple(known["op_types"])
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["op_types"] = list(self.op_types)
-        d["batch_independent"] = self.scheme == "static"
-        d["activation_type"] = "uint8"
-        d["weight_type"] = "int8"
-        return d
-
-
-@dataclass
 class CompileResult:
+    """The candidate bundle and its zip, the INT8/FP32 agreement on the check texts, sizes and timings."""
+
     bundle_dir: Path
     bundle_zip: Path
     agreement: float
@@ -89,6 +54,11 @@ class CompileResult:
     int8_bytes: int
     fp32_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle_dir": str(self.bundle_dir), "agreement_val": self.agreement,
+                "int8_mb": self.int8_bytes / 2**20, "fp32_mb": self.fp32_bytes / 2**20,
+                "fp32_onnx": str(self.fp32_onnx), "seconds": self.seconds}
 
 
 def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = "torchscript") -> Path:
@@ -434,10 +404,13 @@ def build_base_bundle(out_dir: Path, labels: Sequence[str], *, max_length: int =
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cloud.compile --model DIR --out DIR ...`` or ``--base-model`` for the speed-only bundle."""
+    from .data import read_split_csv
     from .params import load_params
+    from .steps import compile_model
 
-    parser = argparse.ArgumentParser(prog="python -m cloud.compile", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = argparse.ArgumentParser(prog="python -m cloud.compile", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
     parser.add_argument("--model", type=Path, help="fine-tuned checkpoint directory (with tokenizer.json)")
     parser.add_argument("--base-model", action="store_true", help="bundle the packaged MiniLM with an untrained head")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write (zip written beside it)")
@@ -445,27 +418,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration", type=Path, help="CSV text,intent used for calibration and the agreement check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    texts: list[str] = []
-    if args.calibration:
-        import csv
-
-        with open(args.calibration, newline="", encoding="utf-8") as fh:
-            texts = [row["text"] for row in csv.DictReader(fh)]
     try:
+        params = load_params(args.params)
+        texts = [t for t, _ in read_split_csv(args.calibration)] if args.calibration else []
         if args.base_model:
-            result = build_base_bundle(args.out, params.labels, max_length=params.train["max_length"],
+            result = build_base_bundle(args.out, params.labels, max_length=params.train.max_length,
                                        calibration_texts=texts or None)
         elif args.model:
-            q = params.compile["quantization"]
-            result = compile_bundle(args.model, args.out, version=args.version, name=params.model_name,
-                                    labels=params.labels, max_length=params.train["max_length"],
-                                    calibration_texts=texts, check_texts=texts,
-                                    quantization=QuantizationConfig.from_params(q),
-                                    min_agreement=params.compile["min_agreement"])
+            result = compile_model(args.model, args.out, params, version=args.version, texts=texts)
         else:
             parser.error("give --model DIR or --base-model")
-    except CompileError as exc:
+    except CloudError as exc:
         print(f"error: {exc}")
         return 1
     print(json.dumps({"bundle": str(result.bundle_dir), "zip": str(result.bundle_zip), "agreement": result.agreement,

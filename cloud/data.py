@@ -6,8 +6,8 @@ Two input layouts are accepted:
   ``seq.in`` (one utterance a line) and ``label`` (its intent a line). The published split is kept as is
   (``valid`` becomes ``val``).
 * **A CSV file** with a header holding ``text`` and ``intent`` (other columns are ignored). It is split into
-  train/val/test with ``params.data["split_ratios"]``, stratified by intent and seeded by
-  ``params.data["seed"]``; rows whose text is the same (case-insensitive) always land in the same split, so a
+  train/val/test with ``params.data.split_ratios``, stratified by intent and seeded by
+  ``params.data.seed``; rows whose text is the same (case-insensitive) always land in the same split, so a
   duplicated utterance cannot leak from train into val/test.
 
 Whitespace is normalized (stripped, runs collapsed to one space). Rows with an empty text or label, or an
@@ -16,7 +16,7 @@ unknown label, are *kept*: the ``validate`` step is where they are reported. Unr
 
 Like a SageMaker Processing job the step reads from paths and writes to paths::
 
-    python -m cloud.data --data /work/shared/data/snips --out .store/slm-intents [--params pipelines/params.json]
+    python -m cloud.data --data ../shared/data/snips --out .store/slm-intents [--params pipelines/params.json]
 
 writes ``<out>/raw/`` (a copy of the input as read), ``<out>/processed/{train,val,test}.csv`` and
 ``<out>/processed/prepare.json`` (source kind, counts, data hash; ``cloud.validate`` reads the source kind).
@@ -340,7 +340,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     With a :class:`~cloud.store.Store` pass ``store.base`` as ``out_dir`` (``store.raw()`` and
     ``store.processed()`` are its ``raw/`` and ``processed/``).
 
-    >>> result = prepare("/work/shared/data/snips", Store.at(".store").base, load_params())  # doctest: +SKIP
+    >>> result = prepare("path/to/snips", Store.at(".store").base, load_params())  # doctest: +SKIP
     >>> result.counts
     {'train': 13084, 'val': 700, 'test': 700}
     """
@@ -350,7 +350,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     if isinstance(loaded, dict):
         splits = loaded
     else:
-        splits = stratified_split(loaded, params.data["split_ratios"], int(params.data["seed"]))
+        splits = stratified_split(loaded, params.data.split_ratios, params.data.seed)
 
     raw_dir, processed_dir = out / "raw", out / "processed"
     _copy_raw(data_path, source, raw_dir)
@@ -392,7 +392,8 @@ def read_manifest(processed_dir: str | Path) -> dict[str, object] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cloud.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cloud.data", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="SNIPS directory (train/ valid/ test/) or text,intent CSV")
     parser.add_argument("--out", required=True, help="directory that gets raw/ and processed/")
     parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")

@@ -3,6 +3,7 @@
 ::
 
     CloudError
+    ├── ParamsError        the params file is unreadable, or a key, type or value in it is not accepted
     ├── DataError          input data unreadable or malformed (encoding, missing column, missing split)
     ├── ValidationFailed   the Great Expectations suite failed; carries the report
     ├── GateFailed         the model did not pass the F1 / INT8-drop gate
@@ -13,11 +14,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CloudError", "DataError", "ValidationFailed", "GateFailed", "RegistryError", "CompileError"]
+__all__ = ["CloudError", "ParamsError", "DataError", "ValidationFailed", "GateFailed", "RegistryError", "CompileError"]
 
 
 class CloudError(Exception):
     """Base class of the errors the pipeline raises on purpose (each becomes a clear message, exit 1)."""
+
+
+class ParamsError(CloudError):
+    """The params file cannot be read, or a key, type or value in it is not accepted (named in the message)."""
 
 
 class DataError(CloudError):

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CloudError, GateFailed
+from .errors import CloudError
+from .params import GateParams
 
 __all__ = ["evaluate", "check_gate", "main"]
 
@@ -123,42 +124,35 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_gate(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> dict[str, Any]:
-    """Raise :class:`GateFailed` unless INT8 macro-F1 >= ``min_macro_f1`` and FP32 - INT8 <= ``max_int8_drop``."""
-    f1_int8, f1_fp32 = metrics["int8"]["macro_f1"], metrics["fp32"]["macro_f1"]
-    drop = f1_fp32 - f1_int8
-    problems = []
-    if f1_int8 < gate["min_macro_f1"]:
-        problems.append(f"INT8 macro-F1 {f1_int8:.4f} is below the threshold {gate['min_macro_f1']:.4f}")
-    if drop > gate["max_int8_drop"]:
-        problems.append(f"INT8 macro-F1 is {drop:.4f} below FP32 ({f1_fp32:.4f}); at most {gate['max_int8_drop']:.4f} allowed")
-    if problems:
-        raise GateFailed("quality gate failed: " + "; ".join(problems))
-    return {"passed": True, "int8_macro_f1": f1_int8, "fp32_macro_f1": f1_fp32, "int8_drop": drop,
-            "min_macro_f1": gate["min_macro_f1"], "max_int8_drop": gate["max_int8_drop"]}
+def check_gate(metrics: Mapping[str, Any], gate: GateParams) -> dict[str, Any]:
+    """Raise :class:`~cloud.errors.GateFailed` unless INT8 macro-F1 >= ``min_macro_f1`` and FP32 - INT8 <= ``max_int8_drop``.
+
+    The gate itself is :func:`cloud.steps.gate_result`; this is its raising form, as a dict.
+    """
+    from .steps import gate_step
+
+    return gate_step(metrics, gate).to_dict()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .data import read_split_csv
     from .params import load_params
+    from .steps import evaluate_step, gate_step
 
-    parser = argparse.ArgumentParser(prog="python -m cloud.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = argparse.ArgumentParser(prog="python -m cloud.evaluate", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
     parser.add_argument("--model", type=Path, required=True, help="fine-tuned checkpoint directory")
     parser.add_argument("--bundle", type=Path, required=True, help="INT8 edge bundle directory")
     parser.add_argument("--data", type=Path, required=True, help="processed directory with test.csv (and val.csv)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--gate", action="store_true", help="exit 1 when the quality gate fails")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
     try:
-        val = read_split_csv(args.data / "val.csv") if (args.data / "val.csv").is_file() else []
-        metrics = evaluate(args.model, args.bundle, read_split_csv(args.data / "test.csv"), params.labels, args.out,
-                           val_texts=[t for t, _ in val], bootstrap_samples=params.evaluate["bootstrap_samples"],
-                           seed=params.evaluate["seed"], max_length=params.train["max_length"])
+        params = load_params(args.params)
+        metrics = evaluate_step(args.model, args.bundle, args.data, args.out, params).metrics
         if args.gate:
-            check_gate(metrics, params.gate)
-    except (CloudError, GateFailed) as exc:
+            gate_step(metrics, params.gate)
+    except CloudError as exc:
         print(f"error: {exc}")
         return 1
     print(json.dumps({k: metrics[k]["macro_f1"] for k in ("fp32", "int8")} | {"agreement": metrics["agreement"]}))

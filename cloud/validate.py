@@ -7,11 +7,11 @@ from ``pipelines/params.json`` at validation time, so the params file stays the 
 ``intents_rows`` (run on each split; a column ``line`` holds the CSV line of each row)
     the split is not empty; ``text`` and ``intent`` are not missing (an empty field counts as missing);
     ``intent`` is in ``params.labels``; the text length in characters is within
-    ``params.data["min_chars"]..["max_chars"]``; ``in_train`` (the case-folded text also occurs in train;
+    ``params.data.min_chars..max_chars``; ``in_train`` (the case-folded text also occurs in train;
     always False for train rows) is False - no duplicate leaks from train into val/test.
 ``intents_splits`` (run on a summary table, one row per split)
-    ``ratio_deviation`` = ``|rows / total - params.data["split_ratios"][split]|`` is at most
-    ``params.data["split_tolerance"]``.
+    ``ratio_deviation`` = ``|rows / total - params.data.split_ratios[split]|`` is at most
+    ``params.data.split_tolerance``.
 ``intents_labels`` (run on a coverage table, one row per label of ``params.labels``)
     ``train_rows`` >= 1: every label occurs in train.
 
@@ -19,7 +19,7 @@ The SNIPS benchmark split (13,084 / 700 / 700) is published and fixed, so for ``
 checks are relaxed on purpose, each with a note in the result: the split-ratio expectation still runs and
 shows each deviation, but with a tolerance of 1.0 (not enforced: a SNIPS-layout input keeps whatever split
 it ships with, including small SNIPS-layout samples); and the leak expectation accepts up to
-``params.data.get("published_leak_tolerance", 0.05)`` of val/test rows repeating a train text (the published
+``params.data.published_leak_tolerance`` (0.05 by default) of val/test rows repeating a train text (the published
 split repeats 16 val and 27 test utterances of train verbatim), which still catches a broken split such as
 test copied from train. For CSV input, which this project splits itself, both checks are strict. The source
 kind comes from ``processed/prepare.json`` (written by :mod:`cloud.data`) unless given.
@@ -71,7 +71,6 @@ SUITES: Mapping[str, tuple[str, str, str]] = {
     "splits": ("splits", "intents_splits", "split"),
     "labels": ("labels", "intents_labels", "label"),
 }
-PUBLISHED_LEAK_TOLERANCE = 0.05
 MAX_SAMPLES = 5
 _SAMPLE_CHARS = 80
 
@@ -276,7 +275,7 @@ def _frames(splits: Mapping[str, Sequence[Row]], params: Params) -> dict[str, "p
                                   dtype="bool"),
         })
     total = sum(len(splits[s]) for s in SPLITS)
-    ratios = params.data["split_ratios"]
+    ratios = params.data.split_ratios
     expected = {s: float(ratios.get(s, 0.0)) for s in SPLITS}
     frames["splits"] = pd.DataFrame({
         "split": list(SPLITS),
@@ -304,14 +303,14 @@ def _parameters(params: Params, source: str) -> tuple[dict[str, Any], list[str]]
     data = params.data
     parameters: dict[str, Any] = {
         "labels": list(params.labels),
-        "min_chars": int(data["min_chars"]),
-        "max_chars": int(data["max_chars"]),
-        "split_tolerance": float(data["split_tolerance"]),
+        "min_chars": data.min_chars,
+        "max_chars": data.max_chars,
+        "split_tolerance": data.split_tolerance,
         "leak_mostly": 1.0,
     }
     notes: list[str] = []
     if source == "snips":
-        leak_tol = float(data.get("published_leak_tolerance", PUBLISHED_LEAK_TOLERANCE))
+        leak_tol = data.published_leak_tolerance
         parameters["split_tolerance"] = 1.0
         parameters["leak_mostly"] = round(1.0 - leak_tol, 6)
         notes.append("SNIPS published split: split ratios are fixed by the benchmark and not checked against "

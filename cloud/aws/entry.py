@@ -71,12 +71,20 @@ def split_step(argv: list) -> tuple:
 
 
 def main(argv: list) -> int:
+    """Unpack the source, then hand over to ``python -m cloud.aws.steps STEP ...`` from it, in this process."""
+    import runpy
+
     step, rest = split_step(list(argv))
     root = source_root()
     sys.path.insert(0, str(root))
-    from cloud.aws.steps import run_step
-
-    return run_step(step, rest, source=root)
+    # Run as a program, not imported from here: cloud.aws.steps imports this module (extract_tar), and this
+    # script must stay standard-library only and uploadable alone.
+    sys.argv = ["cloud.aws.steps", step, *rest]
+    try:
+        runpy.run_module("cloud.aws.steps", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -206,33 +206,32 @@ def package_edge(candidate_dir: Path, out_dir: Path, version: str, *, onnx_path:
     """Write ``out_dir/<version>/`` (bundle) and ``out_dir/<version>.zip`` from the candidate bundle.
 
     With ``neo`` the ONNX model (``onnx_path``, default the bundle's INT8 model) is compiled by SageMaker Neo
-    and added as the ``dlr`` backend; if Neo fails the bundle has the ``onnxruntime`` backend only.
+    and added as the ``dlr`` backend; if Neo fails the bundle has the ``onnxruntime`` backend only. The bundle
+    itself is written by :func:`cloud.steps.package_step`, as in the local pipeline.
     Returns ``(bundle, zip_path, neo_result)``.
     """
-    from edge_runtime.bundle import Bundle, write_bundle, zip_bundle
+    from edge_runtime.bundle import Bundle
+
+    from ..steps import package_step
 
     cand = Bundle.load(candidate_dir)
     m = cand.manifest
     with tempfile.TemporaryDirectory(prefix="neo-") as tmp:
         source = onnx_path or cand.path_of(m.backends["onnxruntime"]["file"])
         result = _try_neo(Path(source), Path(tmp), neo, clients, **neo_kw)
-        files = {rel: cand.path_of(rel) for rel in m.files}
-        backends = {k: dict(v) for k, v in m.backends.items()}
+        files: dict[str, Path] = {}
+        backends: dict[str, dict[str, Any]] = {}
         if result.status == "compiled" and result.files is not None:
             for path in sorted(p for p in result.files.rglob("*") if p.is_file()):
                 files[f"{DLR_DIR}/{path.relative_to(result.files).as_posix()}"] = path
             backends[DLR_DIR] = {"dir": DLR_DIR, "compiler": "sagemaker-neo", "target": result.target,
                                  "compilation_job": result.job_name, "source_model": Path(source).name,
                                  "input_shapes": {n: [1, neo.max_length] for n in neo.input_names} if neo else {}}
-        bundle = write_bundle(
-            Path(out_dir) / str(version), files=files, name=m.name, version=str(version), labels=list(m.labels),
-            max_length=m.max_length, tokenizer=m.tokenizer, backends=backends,
-            metrics=dict(metrics if metrics is not None else m.metrics),
+        packaged = package_step(
+            candidate_dir, Path(out_dir), str(version), metrics=metrics,
             lineage={**dict(lineage if lineage is not None else m.lineage), "neo": result.to_dict()},
-            reference=dict(reference if reference is not None else m.reference),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    zip_path = zip_bundle(bundle.root, Path(out_dir) / f"{version}.zip")
-    return bundle, zip_path, result
+            reference=reference, extra_files=files, extra_backends=backends)
+    return Bundle.load(packaged.bundle), packaged.zip, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

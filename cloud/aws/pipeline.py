@@ -32,7 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
-from ..params import Params, load_params
+from ..params import Params, load_params, parameter_fields
 from ._boto import AWS_EXTRA, call, make_client, make_session
 from .code import ENTRY_SCRIPT, TARBALL, SourceBundle, collect_source
 from .errors import AwsCallFailed, AwsError, DependencyMissing
@@ -150,7 +150,7 @@ def _import_sdk() -> SimpleNamespace:
         from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo
         from sagemaker.core.workflow.execution_variables import ExecutionVariables
         from sagemaker.core.workflow.functions import Join, JsonGet
-        from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+        from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
         from sagemaker.core.workflow.pipeline_context import PipelineSession
         from sagemaker.core.workflow.properties import PropertyFile
         from sagemaker.mlops.workflow.condition_step import ConditionStep
@@ -169,7 +169,8 @@ def _import_sdk() -> SimpleNamespace:
         InputData=InputData, OutputDataConfig=OutputDataConfig, StoppingCondition=StoppingCondition,
         ConditionGreaterThanOrEqualTo=ConditionGreaterThanOrEqualTo,
         ConditionLessThanOrEqualTo=ConditionLessThanOrEqualTo, ExecutionVariables=ExecutionVariables, Join=Join,
-        JsonGet=JsonGet, ParameterFloat=ParameterFloat, ParameterString=ParameterString,
+        JsonGet=JsonGet, ParameterFloat=ParameterFloat, ParameterInteger=ParameterInteger,
+        ParameterString=ParameterString,
         PipelineSession=PipelineSession, PropertyFile=PropertyFile, ConditionStep=ConditionStep, FailStep=FailStep,
         ModelStep=ModelStep, Pipeline=Pipeline, CacheConfig=CacheConfig, ProcessingStep=ProcessingStep,
         TrainingStep=TrainingStep, ModelBuilder=ModelBuilder, ModelTrainer=ModelTrainer)
@@ -205,12 +206,16 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
     input_data = s.ParameterString(name="InputData", default_value=store.raw() + "/")
     processing_type = s.ParameterString(name="ProcessingInstanceType", default_value=config.processing_instance_type)
     training_type = s.ParameterString(name="TrainingInstanceType", default_value=config.training_instance_type)
-    min_f1 = s.ParameterFloat(name="MinMacroF1", default_value=float(params.gate["min_macro_f1"]))
-    max_drop = s.ParameterFloat(name="MaxInt8Drop", default_value=float(params.gate["max_int8_drop"]))
+    # the fields of cloud.params marked as pipeline parameters, with their values as defaults; each job gets them
+    # back as ``--set key=value``, so a parameter given at StartPipelineExecution reaches the step functions
+    kinds = {"Float": s.ParameterFloat, "Integer": s.ParameterInteger, "String": s.ParameterString}
+    tunables = {key: kinds[kind](name=name, default_value=value) for name, key, value, kind in parameter_fields(params)}
+    min_f1, max_drop = tunables["gate.min_macro_f1"], tunables["gate.max_int8_drop"]
+    overrides = [a for key, param in tunables.items() for a in ("--set", s.Join(on="", values=[f"{key}=", param]))]
     group = s.ParameterString(name="ModelPackageGroupName", default_value=params.model_package_group)
     approval = s.ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
     neo = s.ParameterString(name="NeoCompile", default_value="true" if config.neo else "false")
-    parameters = [input_data, processing_type, training_type, min_f1, max_drop, group, approval, neo]
+    parameters = [input_data, processing_type, training_type, *tunables.values(), group, approval, neo]
 
     def per_run(uri: str) -> Any:
         return s.Join(on="/", values=[uri, run_id])
@@ -265,7 +270,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
         name="Evaluate", description="cloud.compile (ONNX + static INT8 candidate) and cloud.evaluate",
         cache_config=cache, property_files=[metrics_file, gate_file],
         step_args=processor("evaluate").run(
-            code=entry, arguments=["evaluate"],
+            code=entry, arguments=["evaluate", *overrides],
             inputs=[s3_in("model", model_data, f"{PROC}/input/model"),
                     s3_in("processed", processed, f"{PROC}/input/processed"), source_input],
             outputs=[s3_out("evaluation", per_run(store.uri_of("evaluation")), f"{PROC}/output/evaluation"),
@@ -306,7 +311,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
                 "lineage.run_id": run_id,
                 "lineage.pipeline": config.name,
                 "lineage.code_version": code.rsplit("/", 1)[-1],
-                "lineage.base_model": str(params.train["base_model"]),
+                "lineage.base_model": params.train.base_model,
                 "lineage.data_input": input_data,
                 "artifacts.model": model_data,
                 "artifacts.evaluation": evaluation_uri,

@@ -19,12 +19,16 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .entry import extract_tar
+
+if TYPE_CHECKING:
+    from ..params import Params
 
 __all__ = ["run_step", "STEPS", "resolve_data", "version_from_arn"]
 
@@ -32,10 +36,33 @@ log = logging.getLogger(__name__)
 PROC = "/opt/ml/processing"
 
 
-def _params_path(source: Path | None, given: str | None) -> str:
-    if given:
-        return given
-    return str((source or Path(__file__).resolve().parents[2]) / "pipelines" / "params.json")
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the unpacked source bundle in a job
+
+
+def _params(given: str | None, overrides: Sequence[str] = ()) -> "Params":
+    """The job's parameters: ``--params`` or the bundle's ``pipelines/params.json``, with ``--set KEY=VALUE``
+    overrides (the SageMaker pipeline parameters; values are JSON, e.g. ``--set gate.min_macro_f1=0.96``)."""
+    from ..params import load_params
+
+    params = load_params(given or _SOURCE_ROOT / "pipelines" / "params.json")
+    values = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from ..errors import ParamsError
+
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = value
+    return params.override(values) if values else params
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default=None, help="params file (default: the source bundle's pipelines/params.json)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter (the SageMaker pipeline parameters arrive this way)")
 
 
 def resolve_data(path: Path) -> Path:
@@ -62,37 +89,43 @@ def version_from_arn(arn: str) -> tuple[str, int]:
     return group, int(version)
 
 
-def _prepare(argv: Sequence[str], source: Path | None) -> int:
-    from .. import data, validate
+def _prepare(argv: Sequence[str]) -> int:
+    from ..steps import prepare_step, validate_step
 
     p = argparse.ArgumentParser(prog="sm_entry.py prepare")
     p.add_argument("--data", type=Path, default=Path(PROC, "input", "data"))
     p.add_argument("--out", type=Path, default=Path(PROC, "output"))
-    p.add_argument("--params", default=None)
+    _common(p)
     a = p.parse_args(argv)
-    params = _params_path(source, a.params)
-    rc = data.main(["--data", str(resolve_data(a.data)), "--out", str(a.out), "--params", params])
-    if rc:
-        return rc
-    return validate.main(["--processed", str(a.out / "processed"), "--out", str(a.out / "validation"),
-                          "--params", params])
+    params = _params(a.params, a.set)
+    prepared = prepare_step(resolve_data(a.data), a.out, params)
+    print(json.dumps(prepared.to_dict()))
+    result = validate_step(a.out / "processed", a.out / "validation", params, source=prepared.source)
+    print(json.dumps(result.to_dict()))
+    return 0
 
 
-def _train(argv: Sequence[str], source: Path | None) -> int:
-    from .. import train
+def _train(argv: Sequence[str]) -> int:
+    from ..steps import train_step
 
     p = argparse.ArgumentParser(prog="sm_entry.py train")
-    p.add_argument("--params", default=None)
     p.add_argument("--threads", default="auto", help="torch threads: a number, or auto (the instance's CPUs)")
+    p.add_argument("--data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"))
+    p.add_argument("--out", type=Path, default=os.environ.get("SM_MODEL_DIR"))
+    _common(p)
     a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
-    params_file = Path(_params_path(source, a.params))
-    raw = json.loads(params_file.read_text(encoding="utf-8"))
-    raw["train"]["threads"] = os.cpu_count() or 1 if a.threads == "auto" else int(a.threads)
-    # SageMaker always sets SM_OUTPUT_DATA_DIR; elsewhere a private directory, not a fixed name in shared /tmp
-    tuned = Path(os.environ.get("SM_OUTPUT_DATA_DIR") or tempfile.mkdtemp(prefix="slm-train-")) / "params.json"
-    tuned.parent.mkdir(parents=True, exist_ok=True)
-    tuned.write_text(json.dumps(raw, indent=2), encoding="utf-8")
-    return train.main(["--params", str(tuned)])
+    if not a.data or not a.out:
+        p.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
+    threads = (os.cpu_count() or 1) if a.threads == "auto" else int(a.threads)
+    params = _params(a.params, a.set).override({"train.threads": threads})
+    # The parameters the job ran with, beside its other outputs (SageMaker uploads SM_OUTPUT_DATA_DIR).
+    record = os.environ.get("SM_OUTPUT_DATA_DIR")
+    if record:
+        Path(record).mkdir(parents=True, exist_ok=True)
+        (Path(record) / "params.json").write_text(json.dumps(params.to_dict(), indent=2) + "\n", encoding="utf-8")
+    result = train_step(a.data, a.out, params)
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}))
+    return 0
 
 
 def _extract_model(model: Path, dest: Path) -> Path:
@@ -110,51 +143,31 @@ def _extract_model(model: Path, dest: Path) -> Path:
     return dest
 
 
-def _evaluate(argv: Sequence[str], source: Path | None) -> int:
-    from .. import compile as compile_step
-    from .. import evaluate
-    from ..data import read_split_csv
-    from ..errors import CloudError
-    from ..params import load_params
+def _evaluate(argv: Sequence[str]) -> int:
+    from ..steps import compile_step, evaluate_step, gate_result
 
     p = argparse.ArgumentParser(prog="sm_entry.py evaluate")
     p.add_argument("--model", type=Path, default=Path(PROC, "input", "model"))
     p.add_argument("--data", type=Path, default=Path(PROC, "input", "processed"))
     p.add_argument("--out", type=Path, default=Path(PROC, "output"))
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new private temp directory)")
-    p.add_argument("--params", default=None)
+    _common(p)
     a = p.parse_args(argv)
-    params_file = _params_path(source, a.params)
-    params = load_params(params_file)
-    try:
-        work = a.work or Path(tempfile.mkdtemp(prefix="slm-evaluate-"))
-        checkpoint = _extract_model(a.model, work / "checkpoint")
-        val_texts = [t for t, _ in read_split_csv(a.data / "val.csv")]
-        compile_step.compile_bundle(
-            checkpoint, a.out / "candidate", version="candidate", name=params.model_name, labels=params.labels,
-            max_length=params.train["max_length"], calibration_texts=val_texts, check_texts=val_texts,
-            quantization=compile_step.QuantizationConfig.from_params(params.compile["quantization"]),
-            min_agreement=params.compile["min_agreement"], opset=params.compile["opset"],
-            work_dir=a.out / "onnx", target=params.compile["target"])
-    except CloudError as exc:
-        print(f"error: {exc}")
-        return 1
-    rc = evaluate.main(["--model", str(checkpoint), "--bundle", str(a.out / "candidate"), "--data", str(a.data),
-                        "--out", str(a.out / "evaluation"), "--params", params_file])
-    if rc:
-        return rc
-    metrics = json.loads((a.out / "evaluation" / "metrics.json").read_text())
-    gate = {"int8_macro_f1": metrics["int8"]["macro_f1"], "fp32_macro_f1": metrics["fp32"]["macro_f1"],
-            "int8_drop": metrics["fp32"]["macro_f1"] - metrics["int8"]["macro_f1"],
-            "agreement": metrics["agreement"], "defaults": dict(params.gate)}
+    params = _params(a.params, a.set)
+    work = a.work or Path(tempfile.mkdtemp(prefix="slm-evaluate-"))
+    checkpoint = _extract_model(a.model, work / "checkpoint")
+    compile_step(checkpoint, a.data, a.out / "candidate", params, version="candidate", work_dir=a.out / "onnx")
+    metrics = evaluate_step(checkpoint, a.out / "candidate", a.data, a.out / "evaluation", params).metrics
+    # The pipeline's ConditionStep reads int8.macro_f1 (metrics.json) and int8_drop (gate.json)
+    gate = gate_result(metrics, params.gate).to_dict()
     (a.out / "evaluation" / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
     print(json.dumps(gate))
     return 0
 
 
-def _compile_edge(argv: Sequence[str], source: Path | None) -> int:
-    from ..errors import CloudError
-    from ..params import load_params
+def _compile_edge(argv: Sequence[str]) -> int:
+    from ..registry import open_registry
+    from ..steps import registry_metrics
     from .neo import NeoConfig, package_edge
 
     p = argparse.ArgumentParser(prog="sm_entry.py compile-edge")
@@ -170,52 +183,66 @@ def _compile_edge(argv: Sequence[str], source: Path | None) -> int:
     p.add_argument("--neo", default="true", help="true: try SageMaker Neo; false: ONNX Runtime INT8 only")
     p.add_argument("--neo-timeout", type=float, default=1800.0)
     p.add_argument("--run-id", default="")
-    p.add_argument("--params", default=None)
+    _common(p)
     a = p.parse_args(argv)
-    params = load_params(_params_path(source, a.params))
+    params = _params(a.params, a.set)
     group, version = version_from_arn(a.model_package_arn)
     evaluation = a.evaluation / "metrics.json"
     metrics = json.loads(evaluation.read_text()) if evaluation.is_file() else {}
-    summary = {k: {"accuracy": metrics[k]["accuracy"], "macro_f1": metrics[k]["macro_f1"]}
-               for k in ("fp32", "int8") if k in metrics}
-    if "agreement" in metrics:
-        summary["agreement"] = metrics["agreement"]
     reference_file = a.evaluation / "reference.json"
     prefix = "/".join(x for x in (a.store_prefix.strip("/"), params.project) if x)
     fp32 = a.onnx / "model.fp32.onnx"
-    neo = NeoConfig(bucket=a.bucket, role_arn=a.role_arn, max_length=params.train["max_length"], prefix=prefix,
+    neo = NeoConfig(bucket=a.bucket, role_arn=a.role_arn, max_length=params.train.max_length, prefix=prefix,
                     timeout_s=a.neo_timeout) if a.neo.lower() == "true" else None
     from ._boto import make_client
 
     clients = ({"sagemaker": make_client("sagemaker", region=a.region), "s3": make_client("s3", region=a.region)}
                if neo else None)
-    try:
-        bundle, zip_path, result = package_edge(
-            a.candidate, a.out, str(version), onnx_path=fp32 if fp32.is_file() else None, neo=neo, clients=clients,
-            metrics=summary, reference=json.loads(reference_file.read_text()) if reference_file.is_file() else {},
-            lineage={"run_id": a.run_id, "registry": {"backend": "sagemaker", "group": group, "version": version,
-                                                      "arn": a.model_package_arn}})
-    except CloudError as exc:
-        print(f"error: {exc}")
-        return 1
+    bundle, zip_path, result = package_edge(
+        a.candidate, a.out, str(version), onnx_path=fp32 if fp32.is_file() else None, neo=neo, clients=clients,
+        metrics=registry_metrics(metrics),
+        reference=json.loads(reference_file.read_text()) if reference_file.is_file() else {},
+        lineage={"run_id": a.run_id, "registry": {"backend": "sagemaker", "group": group, "version": version,
+                                                  "arn": a.model_package_arn}})
     edge = f"s3://{a.bucket}/{prefix}/edge/{version}"
-    from ..registry import open_registry
-
     with open_registry("sagemaker", region=a.region) as reg:
         reg.add_artifacts(group, version, {"bundle": edge, "bundle_zip": f"{edge}.zip"})
     print(json.dumps({"bundle": edge, "zip": f"{edge}.zip", "neo": result.to_dict()}))
     return 0
 
 
-STEPS: dict[str, Callable[[Sequence[str], Path | None], int]] = {
+STEPS: dict[str, Callable[[Sequence[str]], int]] = {
     "prepare": _prepare, "train": _train, "evaluate": _evaluate, "compile-edge": _compile_edge,
 }
 
 
 def run_step(step: str, argv: Sequence[str], *, source: Path | None = None) -> int:
-    """Run one pipeline step inside a SageMaker job; returns the exit code (non-zero fails the job)."""
+    """Run one pipeline step inside a SageMaker job; returns the exit code (non-zero fails the job).
+
+    ``source`` is accepted for callers of the older signature; the source root is where this module lies.
+    """
+    from ..errors import CloudError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if step not in STEPS:
         print(f"unknown step {step!r}; expected one of: {', '.join(STEPS)}")
         return 2
-    return int(STEPS[step](list(argv), source))
+    try:
+        return int(STEPS[step](list(argv)))
+    except CloudError as exc:
+        print(f"error: {exc}")
+        if getattr(exc, "report", ""):
+            print(exc.report)  # type: ignore[attr-defined]
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cloud.aws.steps STEP [args]``: what ``sm_entry.py`` hands over to once the source is unpacked."""
+    from .entry import split_step
+
+    step, rest = split_step(list(sys.argv[1:] if argv is None else argv))
+    return run_step(step, rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,8 +58,7 @@ def write_csv(path: Path, rows: Rows, header: Sequence[str] = ("text", "intent")
 
 
 def params_with(**data: object) -> Params:
-    base = load_params()
-    return Params({**base.raw, "data": {**base.data, **data}})
+    return load_params().override({f"data.{k}": v for k, v in data.items()})
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,10 @@ def test_bad_data_stops_before_training_and_registers_nothing(tiny_base_model, t
 
 def test_a_model_below_the_gate_is_not_registered(tiny_base_model, tiny_csv, tmp_path):
     store = tmp_path / "store"
-    rc, summary = _run(tmp_path, tiny_csv, make_params(tmp_path, tiny_base_model, **{"gate.min_macro_f1": 1.01}), store)
+    # (a threshold above 1 is refused as out of range, so the model is kept from learning instead)
+    params = make_params(tmp_path, tiny_base_model, **{"gate.min_macro_f1": 1.0, "train.learning_rate": 1e-7,
+                                                       "compile.min_agreement": 0.0})
+    rc, summary = _run(tmp_path, tiny_csv, params, store)
     assert rc == 1 and "quality gate failed" in summary["error"]
     assert {s["name"]: s["status"] for s in summary["steps"]}["register"] == "skipped"
     assert summary["metrics"]["int8"]["macro_f1"] < 1.01

@@ -72,8 +72,8 @@ def test_parameters_take_their_defaults_from_params_json(sagemaker_definition):
     assert list(params) == ["InputData", "ProcessingInstanceType", "TrainingInstanceType", "MinMacroF1",
                             "MaxInt8Drop", "ModelPackageGroupName", "ModelApprovalStatus", "NeoCompile"]
     assert params["MinMacroF1"] == {"Name": "MinMacroF1", "Type": "Float",
-                                    "DefaultValue": PARAMS.gate["min_macro_f1"]}
-    assert params["MaxInt8Drop"]["DefaultValue"] == PARAMS.gate["max_int8_drop"]
+                                    "DefaultValue": PARAMS.gate.min_macro_f1}
+    assert params["MaxInt8Drop"]["DefaultValue"] == PARAMS.gate.max_int8_drop
     assert params["ModelPackageGroupName"]["DefaultValue"] == PARAMS.model_package_group
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["InputData"]["DefaultValue"] == f"s3://{BUCKET}/slm-intents/raw/"

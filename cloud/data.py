@@ -1,14 +1,19 @@
-"""The ``prepare`` step: read SNIPS or a ``text,intent`` CSV, write ``raw/`` and ``processed/{train,val,test}.csv``.
+"""The ``prepare`` step: read the input data, write ``raw/`` and ``processed/{train,val,test}.csv``.
 
-Two input layouts are accepted:
+Four input layouts are accepted (``--data``):
 
 * **SNIPS as published**: a directory with ``train/``, ``valid/`` (or ``val/``) and ``test/``, each holding
-  ``seq.in`` (one utterance a line) and ``label`` (its intent a line). The published split is kept as is
-  (``valid`` becomes ``val``).
-* **A CSV file** with a header holding ``text`` and ``intent`` (other columns are ignored). It is split into
-  train/val/test with ``params.data.split_ratios``, stratified by intent and seeded by
-  ``params.data.seed``; rows whose text is the same (case-insensitive) always land in the same split, so a
-  duplicated utterance cannot leak from train into val/test.
+  ``seq.in`` (one utterance a line) and ``label`` (its intent a line), optionally ``seq.out`` (slot tags). The
+  published split is kept as is (``valid`` becomes ``val``).
+* **One CSV or JSON Lines file** (``.csv``, ``.jsonl``): a text column and a label column (``data.text_column``,
+  ``data.label_column``: ``text`` and ``intent`` by default; other columns are ignored). It is split into
+  train/val/test with ``params.data.split_ratios``, stratified by intent and seeded by ``params.data.seed``; rows
+  whose text is the same (case-insensitive) always land in the same split, so a duplicated utterance cannot leak
+  from train into val/test.
+* **A directory of files per split**: ``train.csv`` (or ``.jsonl``), optional ``val.csv`` / ``valid.csv``, and
+  ``test.csv``, e.g. BANKING77 as published (``text,category``: pass ``--label-column category``). The split is
+  kept; a missing validation split is carved from train by the train/val ratio of ``split_ratios``, stratified
+  and seeded, identical texts kept together.
 
 Whitespace is normalized (stripped, runs collapsed to one space). Rows with an empty text or label, or an
 unknown label, are *kept*: the ``validate`` step is where they are reported. Unreadable input raises
@@ -18,8 +23,9 @@ Like a SageMaker Processing job the step reads from paths and writes to paths::
 
     python -m cloud.data --data ../shared/data/snips --out .store/slm-intents [--params pipelines/params.json]
 
-writes ``<out>/raw/`` (a copy of the input as read), ``<out>/processed/{train,val,test}.csv`` and
-``<out>/processed/prepare.json`` (source kind, counts, data hash; ``cloud.validate`` reads the source kind).
+writes ``<out>/raw/`` (a copy of the input as read), ``<out>/processed/{train,val,test}.csv`` (always
+``text,intent``, contract 2) and ``<out>/processed/prepare.json`` (source kind, counts, data hash;
+``cloud.validate`` reads the source kind: ``snips`` and ``splits`` are published splits, ``csv`` is ours).
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ __all__ = [
     "read_manifest",
     "read_slots",
     "SLOTS_FILE",
+    "add_column_arguments",
+    "with_columns",
     "main",
 ]
 
@@ -76,7 +84,7 @@ Row = tuple[str, str]
 class PrepareResult:
     """What ``prepare`` wrote. ``to_dict()`` is the JSON written to ``processed/prepare.json``."""
 
-    source: str  # "snips" or "csv"
+    source: str  # "snips", "splits" (a directory of files per split) or "csv" (one file we split)
     counts: Mapping[str, int]  # rows per split
     data_hash: str  # sha256 over the processed CSVs, see data_hash()
     raw_dir: Path
@@ -167,26 +175,76 @@ def _read_snips(root: Path) -> dict[str, list[Row]]:
     return splits
 
 
-def _read_csv_rows(path: Path, *, what: str = "CSV", allow_no_rows: bool = False) -> list[Row]:
+def _read_csv_rows(path: Path, *, what: str = "CSV", allow_no_rows: bool = False, text_column: str = "text",
+                   label_column: str = "intent") -> list[Row]:
     text = _decode(path)
     if not text.strip():
         raise DataError(f"{what} {path} is empty")
+    columns = (text_column, label_column)
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
-        missing = [c for c in ("text", "intent") if c not in header]
+        missing = [c for c in columns if c not in header]
         if missing:
             raise DataError(
                 f"{what} {path} lacks column(s) {', '.join(repr(c) for c in missing)}; "
-                f"the header must hold 'text' and 'intent' (found {header})"
+                f"the header must hold {text_column!r} and {label_column!r} (found {header}; "
+                "other names: --text-column / --label-column, or data.text_column / data.label_column)"
             )
-        rows = [(normalize(r.get("text") or ""), normalize(r.get("intent") or "")) for r in reader]
+        rows = [(normalize(r.get(text_column) or ""), normalize(r.get(label_column) or "")) for r in reader]
     except csv.Error as exc:
         raise DataError(f"{what} {path} cannot be parsed: {exc}") from None
     if not rows and not allow_no_rows:
         raise DataError(f"{what} {path} has a header but no rows")
     return rows
+
+
+def _read_jsonl_rows(path: Path, *, text_column: str = "text", label_column: str = "intent") -> list[Row]:
+    """One JSON object a line with the text and label fields (blank lines skipped)."""
+    rows: list[Row] = []
+    for i, line in enumerate(_decode(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path} line {i} is not JSON: {exc}") from None
+        if not isinstance(obj, dict) or text_column not in obj or label_column not in obj:
+            raise DataError(f"{path} line {i}: expected an object with {text_column!r} and {label_column!r} "
+                            f"(other names: --text-column / --label-column), got {line[:80]!r}")
+        text, label = obj[text_column], obj[label_column]
+        rows.append((normalize(text if isinstance(text, str) else ""), normalize(label if isinstance(label, str)
+                                                                                  else str(label or ""))))
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return rows
+
+
+#: File suffixes of one table of rows, per reader.
+_TABLE_SUFFIXES = (".csv", ".jsonl")
+#: A directory of files per split: the accepted names of each split's file (first match wins).
+_SPLIT_NAMES: Mapping[str, tuple[str, ...]] = {"train": ("train",), "val": ("val", "valid", "validation"),
+                                               "test": ("test",)}
+
+
+def _read_table(path: Path, *, text_column: str, label_column: str) -> list[Row]:
+    if path.suffix.lower() == ".jsonl":
+        return _read_jsonl_rows(path, text_column=text_column, label_column=label_column)
+    return _read_csv_rows(path, text_column=text_column, label_column=label_column)
+
+
+def _split_files(root: Path) -> dict[str, Path]:
+    """``{split: file}`` of a directory of files per split (val may be missing); empty when it is not one."""
+    found: dict[str, Path] = {}
+    for split, names in _SPLIT_NAMES.items():
+        for name in names:
+            hit = next((root / f"{name}{suffix}" for suffix in _TABLE_SUFFIXES if (root / f"{name}{suffix}").is_file()),
+                       None)
+            if hit:
+                found[split] = hit
+                break
+    return found if "train" in found else {}
 
 
 def _read_snips_slots(root: Path) -> list[list[str]] | None:
@@ -215,17 +273,26 @@ def read_slots(processed_dir: str | Path) -> list[list[str]] | None:
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def load_source(data_path: str | Path) -> tuple[str, dict[str, list[Row]] | list[Row]]:
-    """Read the input: ``("snips", {split: rows})`` for a SNIPS directory, ``("csv", rows)`` for a CSV file."""
+def load_source(data_path: str | Path, *, text_column: str = "text", label_column: str = "intent",
+                ) -> tuple[str, dict[str, list[Row]] | list[Row]]:
+    """Read the input: ``("snips", {split: rows})`` for a SNIPS directory, ``("splits", {split: rows})`` for a
+    directory of files per split (``val`` absent when it has none), ``("csv", rows)`` for one CSV/JSONL file."""
     path = Path(data_path)
+    columns = {"text_column": text_column, "label_column": label_column}
     if path.is_dir():
-        return "snips", _read_snips(path)
+        if any((path / n).is_dir() for n in _SNIPS_DIRS["train"]):
+            return "snips", _read_snips(path)
+        files = _split_files(path)
+        if files:
+            if "test" not in files:
+                raise DataError(f"{path} has {files['train'].name} but no test.csv / test.jsonl")
+            return "splits", {split: _read_table(f, **columns) for split, f in files.items()}
+        raise DataError(f"{path} is neither a SNIPS directory (train/ valid/ test/) nor a directory of files per split "
+                        "(train.csv, optional val.csv or valid.csv, test.csv; or .jsonl)")
     if path.is_file():
-        return "csv", _read_csv_rows(path)
-    raise DataError(f"input data {path} does not exist (expected a SNIPS directory or a text,intent CSV file)")
-
-
-# --------------------------------------------------------------------------------------------------- splitting
+        return "csv", _read_table(path, **columns)
+    raise DataError(f"input data {path} does not exist (expected a SNIPS directory, a directory of train/val/test "
+                    "CSV files, or one CSV / JSON Lines file)")
 
 
 def stratified_split(
@@ -327,6 +394,10 @@ def _copy_raw(data_path: Path, source: str, raw_dir: Path) -> None:
     if source == "csv":
         shutil.copy2(data_path, raw_dir / data_path.name)
         return
+    if source == "splits":
+        for f in _split_files(data_path).values():
+            shutil.copy2(f, raw_dir / f.name)
+        return
     for split, d in _snips_split_dirs(data_path).items():
         (raw_dir / d.name).mkdir()
         for name in _SNIPS_FILES + (_SNIPS_SLOTS,):
@@ -346,11 +417,19 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     """
     data_path = Path(data_path)
     out = Path(out_dir)
-    source, loaded = load_source(data_path)
-    if isinstance(loaded, dict):
-        splits = loaded
+    d = params.data
+    source, loaded = load_source(data_path, text_column=d.text_column, label_column=d.label_column)
+    if not isinstance(loaded, dict):
+        splits = stratified_split(loaded, d.split_ratios, d.seed)
+    elif "val" not in loaded:  # carve val from train by the train:val ratio, stratified, texts kept together
+        ratios = {"train": d.split_ratios.get("train", 0.0), "val": d.split_ratios.get("val", 0.0), "test": 0.0}
+        if ratios["val"] <= 0:
+            raise DataError(f"{data_path} has no validation split and data.split_ratios.val is 0; "
+                            "give val.csv or a val share to carve from train")
+        carved = stratified_split(loaded["train"], ratios, d.seed)
+        splits = {"train": carved["train"], "val": carved["val"], "test": loaded["test"]}
     else:
-        splits = stratified_split(loaded, params.data.split_ratios, params.data.seed)
+        splits = loaded
 
     raw_dir, processed_dir = out / "raw", out / "processed"
     _copy_raw(data_path, source, raw_dir)
@@ -391,15 +470,30 @@ def read_manifest(processed_dir: str | Path) -> dict[str, object] | None:
 # --------------------------------------------------------------------------------------------------- CLI
 
 
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--text-column`` / ``--label-column``: the input's column names, over ``data.text_column`` / ``label_column``."""
+    parser.add_argument("--text-column", default=None, help="the input's text column (default: data.text_column)")
+    parser.add_argument("--label-column", default=None, help="the input's label column (default: data.label_column)")
+
+
+def with_columns(params: Params, args: argparse.Namespace) -> Params:
+    """``params`` with the column names given on the command line, if any."""
+    values = {f"data.{k}": v for k, v in (("text_column", args.text_column), ("label_column", args.label_column))
+              if v is not None}
+    return params.override(values) if values else params
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloud.data", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", required=True, help="SNIPS directory (train/ valid/ test/) or text,intent CSV")
+    parser.add_argument("--data", required=True, help="SNIPS directory, a directory of train/val/test CSV or JSONL "
+                                                      "files, or one CSV / JSONL file")
     parser.add_argument("--out", required=True, help="directory that gets raw/ and processed/")
     parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
+    add_column_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        result = prepare(args.data, Path(args.out), load_params(args.params))
+        result = prepare(args.data, Path(args.out), with_columns(load_params(args.params), args))
     except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

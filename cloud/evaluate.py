@@ -25,8 +25,12 @@ __all__ = ["evaluate", "check_gate", "main"]
 
 def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, str]], labels: Sequence[str],
              out_dir: Path, *, val_texts: Sequence[str] = (), bootstrap_samples: int = 1000, seed: int = 0,
-             max_length: int = 40, threads: int | None = None) -> dict[str, Any]:
-    """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``)."""
+             max_length: int = 40, threads: int | None = None, unseen: str = "stop") -> dict[str, Any]:
+    """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``).
+
+    ``unseen``: ``score`` keeps test rows whose label is not in ``labels`` and counts them as errors (each such
+    label is a class of its own that is never predicted, as published benchmarks score them); ``stop`` refuses.
+    """
     from edge_runtime import IntentClassifier
     from edge_runtime.telemetry import reference_stats
 
@@ -35,10 +39,12 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
     from .train import predict_logits, tokenize
 
     started = time.perf_counter()
-    label_index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({y for _, y in test_rows} - set(label_index))
-    if unknown:
+    model_labels = list(labels)
+    unknown = sorted({y for _, y in test_rows} - set(model_labels))
+    if unknown and unseen != "score":
         raise CloudError(f"test labels {unknown} are not in the label list")
+    labels = [*model_labels, *unknown]
+    label_index = {label: i for i, label in enumerate(labels)}
     texts = [t for t, _ in test_rows]
     y_true = np.array([label_index[y] for _, y in test_rows])
 
@@ -52,8 +58,9 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
         reference = reference_stats(clf, val_texts) if val_texts else {}
 
     metrics: dict[str, Any] = {
-        "labels": list(labels),
+        "labels": model_labels,
         "test_rows": len(texts),
+        "unseen_labels": {lab: int((y_true == label_index[lab]).sum()) for lab in unknown},
         "fp32": classification_metrics(y_true, fp32_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
         "int8": classification_metrics(y_true, int8_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
         "agreement": float((fp32_pred == int8_pred).mean()),

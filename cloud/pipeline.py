@@ -334,8 +334,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .data import with_columns
+
     try:
-        params = load_params(args.params)
+        params = with_columns(load_params(args.params), args)
     except CloudError as exc:  # before any step: nothing ran, nothing to summarize
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -378,7 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run every step locally", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run.add_argument("--params", default=None, help="params JSON (default: pipelines/params.json)")
     run.add_argument("--data", default=str(_REPO.parent / "shared" / "data" / "snips"),
-                     help="SNIPS directory (train/valid/test with seq.in + label) or a CSV text,intent")
+                     help="SNIPS directory (train/valid/test with seq.in + label), a directory of train/val/test CSV "
+                          "or JSONL files, or one CSV / JSONL file")
+    from .data import add_column_arguments
+
+    add_column_arguments(run)
     run.add_argument("--store", default=None, help="store directory (default: .store)")
     run.add_argument("--summary-json", default=None, help="also write the run summary here")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -141,7 +141,8 @@ def train_step(processed: Path, out: Path, params: Params, *, progress: bool = F
 
     processed = Path(processed)
     return train(read_split_csv(processed / "train.csv"), read_split_csv(processed / "val.csv"), params.labels,
-                 Path(out), params.train, progress=progress, slots=read_slots(processed))
+                 Path(out), params.train, progress=progress, slots=read_slots(processed),
+                 unseen=params.data.unseen_labels)
 
 
 def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, texts: Sequence[str],
@@ -175,7 +176,8 @@ def evaluate_step(model_dir: Path, bundle: Path, processed: Path, out: Path, par
     val = read_split_csv(processed / "val.csv") if (processed / "val.csv").is_file() else []
     metrics = evaluate(model_dir, bundle, read_split_csv(processed / "test.csv"), params.labels, Path(out),
                        val_texts=[t for t, _ in val], bootstrap_samples=params.evaluate.bootstrap_samples,
-                       seed=params.evaluate.seed, max_length=params.train.max_length, threads=threads)
+                       seed=params.evaluate.seed, max_length=params.train.max_length, threads=threads,
+                       unseen=params.data.unseen_labels)
     return EvaluateResult(Path(out), metrics)
 
 

@@ -148,10 +148,11 @@ def _slot_targets(texts: Sequence[str], tags: Sequence[Sequence[str]], ids: Sequ
 
 def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
           out_dir: Path, config: TrainParams, *, progress: bool = True,
-          slots: Sequence[Sequence[str]] | None = None) -> TrainResult:
+          slots: Sequence[Sequence[str]] | None = None, unseen: str = "stop") -> TrainResult:
     """Fine-tune and save the best checkpoint to ``out_dir``.
 
     ``slots``: one tag list per training row (words of its text), for the auxiliary slot loss.
+    ``unseen``: ``score`` keeps validation rows whose label is not in ``labels`` as errors (data.unseen_labels).
     """
     import torch
     from tqdm.auto import tqdm
@@ -165,8 +166,10 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     tokenizer_path = base / TOKENIZER_FILE
     label_index = {label: i for i, label in enumerate(labels)}
     unknown = sorted({y for _, y in list(train_rows) + list(val_rows)} - set(label_index))
-    if unknown:
+    unseen_val = sorted({y for _, y in val_rows} - set(label_index) - {y for _, y in train_rows})
+    if unknown and not (unseen == "score" and unknown == unseen_val):
         raise CloudError(f"labels {unknown} are not in the label list {list(labels)}")
+    scored = {label: i for i, label in enumerate([*labels, *unseen_val])}  # unseen ones: never predicted
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -175,7 +178,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     x_train = tokenize([t for t, _ in train_rows], tokenizer_path, config.max_length)
     y_train = torch.tensor([label_index[y] for _, y in train_rows])
     x_val = tokenize([t for t, _ in val_rows], tokenizer_path, config.max_length)
-    y_val = np.array([label_index[y] for _, y in val_rows])
+    y_val = np.array([scored[y] for _, y in val_rows])
 
     model = build_classifier(base, labels, config.pooling)
     slot_head, slot_y, slot_names, slot_rows = None, [], [], 0
@@ -244,7 +247,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
             if config.max_steps and step >= config.max_steps:
                 break
         val_pred = predict_logits(model, x_val).argmax(1)
-        f1 = macro_f1(y_val, val_pred, len(labels))
+        f1 = macro_f1(y_val, val_pred, len(scored))
         acc = float((val_pred == y_val).mean())
         history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_macro_f1": f1, "val_accuracy": acc,
                         "steps": step, "seconds": round(time.perf_counter() - started, 1)})

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "unseen_labels",
     "DEFAULT_GX_DIR",
     "SUITES",
     "ExpectationOutcome",
@@ -72,6 +73,9 @@ SUITES: Mapping[str, tuple[str, str, str]] = {
     "labels": ("labels", "intents_labels", "label"),
 }
 MAX_SAMPLES = 5
+#: Input kinds of cloud.data; a published split (SNIPS, or files per split) is kept, so its ratios are not ours.
+SOURCES = ("snips", "splits", "csv")
+PUBLISHED_SOURCES = ("snips", "splits")
 _SAMPLE_CHARS = 80
 
 
@@ -309,14 +313,28 @@ def _parameters(params: Params, source: str) -> tuple[dict[str, Any], list[str]]
         "leak_mostly": 1.0,
     }
     notes: list[str] = []
-    if source == "snips":
+    if source in PUBLISHED_SOURCES:
+        what = "SNIPS published split" if source == "snips" else "published split (files per split)"
         leak_tol = data.published_leak_tolerance
         parameters["split_tolerance"] = 1.0
         parameters["leak_mostly"] = round(1.0 - leak_tol, 6)
-        notes.append("SNIPS published split: split ratios are fixed by the benchmark and not checked against "
+        notes.append(f"{what}: split ratios are fixed by the benchmark and not checked against "
                      "params.data.split_ratios (tolerance 1.0; deviations are shown in the result)")
-        notes.append(f"SNIPS published split: up to {leak_tol:.0%} of val/test rows may repeat a train text")
+        notes.append(f"{what}: up to {leak_tol:.0%} of val/test rows may repeat a train text "
+                     "(data.published_leak_tolerance)")
     return parameters, notes
+
+
+def unseen_labels(splits: Mapping[str, Sequence[Row]], labels: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Labels of val/test rows that are not in the label list: ``{label: {split: rows}}``."""
+    known = set(labels)
+    out: dict[str, dict[str, int]] = {}
+    for s in ("val", "test"):
+        for _, lab in splits[s]:
+            if lab and lab not in known:
+                out.setdefault(lab, {}).setdefault(s, 0)
+                out[lab][s] += 1
+    return dict(sorted(out.items()))
 
 
 # --------------------------------------------------------------------------------------------------- the step
@@ -332,7 +350,7 @@ def validate(
 ) -> ValidationResult:
     """Validate the processed splits; write ``validation.json``, ``report.txt`` and ``data_docs/`` to ``out_dir``.
 
-    ``source`` is ``"snips"`` or ``"csv"``; by default it is read from ``processed/prepare.json`` and is
+    ``source`` is ``"snips"``, ``"splits"`` or ``"csv"``; by default it is read from ``processed/prepare.json`` and is
     ``"csv"`` (every check strict) when that file is absent. Raises :class:`ValidationFailed` when any
     expectation fails, :class:`DataError` when the processed files cannot be read.
 
@@ -346,10 +364,24 @@ def validate(
     if source is None:
         manifest = read_manifest(processed) or {}
         source = str(manifest.get("source") or "csv")
-    if source not in ("snips", "csv"):
-        raise CloudError(f"unknown data source kind {source!r} (expected 'snips' or 'csv')")
+    if source not in SOURCES:
+        raise CloudError(f"unknown data source kind {source!r} (expected one of: {', '.join(SOURCES)})")
     parameters, notes = _parameters(params, source)
     frames = _frames(splits, params)
+    unseen = unseen_labels(splits, params.labels)
+    per_batch = {b: parameters for b in (*SPLITS, "splits", "labels")}
+    if unseen:
+        listed = ", ".join(f"{lab} ({', '.join(f'{n} {s}' for s, n in c.items())})" for lab, c in unseen.items())
+        rows = sum(sum(c.values()) for c in unseen.values())
+        if params.data.unseen_labels == "score":
+            # kept: they count as errors in evaluation, as published benchmarks score them
+            allowed = {**parameters, "labels": [*parameters["labels"], *unseen]}
+            per_batch.update(val=allowed, test=allowed)
+            notes.append(f"{rows} val/test rows carry {len(unseen)} labels not in the label list, kept and scored as "
+                         f"errors (data.unseen_labels = score): {listed}")
+        else:
+            notes.append(f"{rows} val/test rows carry {len(unseen)} labels not in the label list: {listed}; "
+                         "set data.unseen_labels to score to keep them as errors, or add them to labels")
 
     context = _context(Path(gx_dir).resolve() if gx_dir else DEFAULT_GX_DIR)
     gx_results: dict[str, Any] = {}
@@ -357,10 +389,10 @@ def validate(
     for batch in (*SPLITS, "splits", "labels"):
         kind = batch if batch in ("splits", "labels") else "rows"
         _, suite_name, key = SUITES[kind]
-        gx_results[batch] = _run_suite(context, kind, frames[batch], parameters)
+        gx_results[batch] = _run_suite(context, kind, frames[batch], per_batch[batch])
         outcomes.extend(_outcomes(batch, suite_name, key, gx_results[batch], frames[batch]))
 
-    if source == "snips":
+    if source in PUBLISHED_SOURCES:
         leaks = {s: int(frames[s]["in_train"].sum()) for s in ("val", "test")}
         notes.append("rows repeating a train text: " + ", ".join(f"{s} {n}" for s, n in leaks.items()))
 
@@ -425,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processed", required=True, help="directory with train.csv, val.csv, test.csv")
     parser.add_argument("--out", required=True, help="directory for validation.json, report.txt, data_docs/")
     parser.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
-    parser.add_argument("--source", choices=("snips", "csv"), default=None,
+    parser.add_argument("--source", choices=SOURCES, default=None,
                         help="input kind (default: from processed/prepare.json, else csv)")
     parser.add_argument("--gx", default=None, help="Great Expectations project dir (default: the repo's gx/)")
     args = parser.parse_args(argv)

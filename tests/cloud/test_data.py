@@ -343,5 +343,80 @@ def test_public_api_is_pinned():
 
     assert sorted(cloud.data.__all__) == sorted([
         "SPLITS", "PrepareResult", "prepare", "load_source", "normalize", "stratified_split", "read_split_csv",
-        "read_processed", "write_split_csv", "data_hash", "read_manifest", "read_slots", "SLOTS_FILE", "main"])
+        "read_processed", "write_split_csv", "data_hash", "read_manifest", "read_slots", "SLOTS_FILE", "main",
+        "add_column_arguments", "with_columns"])
     assert all(hasattr(cloud.data, name) for name in cloud.data.__all__)
+
+
+# --------------------------------------------------------------------------------------- data as users have it
+
+
+def test_a_directory_of_csv_files_per_split_with_other_column_names(tmp_path, params):
+    # Given train.csv / valid.csv / test.csv whose header says utterance,category (as BANKING77's text,category)
+    root = tmp_path / "mine"
+    root.mkdir()
+    header = ("utterance", "category")
+    write_csv(root / "train.csv", utterances(10), header=header)
+    write_csv(root / "valid.csv", utterances(2, tag="v"), header=header)
+    write_csv(root / "test.csv", utterances(3, tag="t"), header=header)
+    p = params.override({"data.text_column": "utterance", "data.label_column": "category"})
+    # When prepared with the column names as parameters
+    result = prepare(root, tmp_path / "out", p)
+    # Then the split is kept as given, the processed files are text,intent, and the raw copy holds the three files
+    assert result.source == "splits"
+    assert result.counts == {"train": 70, "val": 14, "test": 21}
+    assert read_split_csv(result.split_files["val"]) == utterances(2, tag="v")
+    assert sorted(q.name for q in (tmp_path / "out" / "raw").iterdir()) == ["test.csv", "train.csv", "valid.csv"]
+    # and without them the error says how to name the columns
+    with pytest.raises(DataError, match=r"lacks column\(s\) 'text', 'intent'.*--text-column / --label-column"):
+        prepare(root, tmp_path / "out2", params)
+
+
+def test_a_missing_validation_split_is_carved_from_train_stratified_and_seeded(tmp_path, params):
+    # Given train.csv and test.csv only, one intent rare
+    root = tmp_path / "mine"
+    root.mkdir()
+    rows = utterances(40) + [(f"rate book {i} stars", "RateBook") for i in range(100, 110)]
+    write_csv(root / "train.csv", rows)
+    write_csv(root / "test.csv", utterances(2, tag="t"))
+    # When prepared twice with the same seed and once with another
+    a = prepare(root, tmp_path / "a", params)
+    b = prepare(root, tmp_path / "b", params)
+    c = prepare(root, tmp_path / "c", params.override({"data.seed": 99}))
+    # Then val is carved from train at the train:val ratio, every intent is in it, and it depends on the seed only
+    ratios = params.data.split_ratios
+    expected_val = len(rows) * ratios["val"] / (ratios["train"] + ratios["val"])
+    assert abs(a.counts["val"] - expected_val) <= len(LABELS)
+    assert a.counts["train"] + a.counts["val"] == len(rows) and a.counts["test"] == 14
+    val = read_split_csv(a.split_files["val"])
+    assert {lab for _, lab in val} == set(LABELS)
+    assert val == read_split_csv(b.split_files["val"]) != read_split_csv(c.split_files["val"])
+    train_texts = {t for t, _ in read_split_csv(a.split_files["train"])}
+    assert not train_texts & {t for t, _ in val}
+
+
+def test_json_lines_are_accepted_as_one_file_and_per_split(tmp_path, params):
+    rows = utterances(20)
+    lines = "\n".join(json.dumps({"text": t, "intent": lab, "source": "app"}) for t, lab in rows) + "\n"
+    (tmp_path / "all.jsonl").write_text(lines)
+    assert prepare(tmp_path / "all.jsonl", tmp_path / "out", params).counts["train"] > 0
+    root = tmp_path / "splits"
+    root.mkdir()
+    (root / "train.jsonl").write_text(lines)
+    (root / "test.jsonl").write_text(json.dumps({"text": "play jazz", "intent": "PlayMusic"}) + "\n\n")
+    result = prepare(root, tmp_path / "out2", params)
+    assert result.source == "splits" and result.counts["test"] == 1
+    (tmp_path / "bad.jsonl").write_text('{"text": "play jazz"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl line 1: expected an object with 'text' and 'intent'"):
+        prepare(tmp_path / "bad.jsonl", tmp_path / "out3", params)
+
+
+def test_a_directory_that_is_no_known_layout_is_named(tmp_path, params):
+    (tmp_path / "d").mkdir()
+    write_csv(tmp_path / "d" / "data.csv", utterances(2))
+    with pytest.raises(DataError, match="neither a SNIPS directory .* nor a directory of files per split"):
+        prepare(tmp_path / "d", tmp_path / "out", params)
+    (tmp_path / "e").mkdir()
+    write_csv(tmp_path / "e" / "train.csv", utterances(2))
+    with pytest.raises(DataError, match="has train.csv but no test.csv"):
+        prepare(tmp_path / "e", tmp_path / "out", params)

@@ -112,3 +112,30 @@ def test_the_pipeline_stops_before_any_step_on_a_misspelt_key(tmp_path):
     assert done.returncode == 2
     assert "unknown key train.epochz; known:" in done.stderr
     assert not (tmp_path / "store").exists(), "no step ran"
+
+
+def test_init_writes_a_params_file_for_the_data_and_reports_what_it_found(tmp_path):
+    # Given a small directory of CSV files with other column names, a rare class and a label only in test
+    from tests.cloud.test_data import utterances, write_csv
+
+    root = tmp_path / "mine"
+    root.mkdir()
+    rows = utterances(30, labels=["book", "play"]) + [("rate this one", "rate")] * 3
+    write_csv(root / "train.csv", rows, header=("utterance", "category"))
+    write_csv(root / "test.csv", [("cancel it", "cancel"), ("play jazz", "play")], header=("utterance", "category"))
+    # When init runs
+    done = subprocess.run([sys.executable, "-m", "cloud.params", "init", "--data", str(root), "--text-column",
+                           "utterance", "--label-column", "category"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    # Then stdout is a params file the pipeline accepts, for these labels, columns and this size
+    (tmp_path / "p.json").write_text(done.stdout)
+    params = load_params(tmp_path / "p.json")
+    assert params.labels == ("book", "play", "rate")
+    assert (params.data.text_column, params.data.label_column) == ("utterance", "category")
+    assert params.data.unseen_labels == "score"
+    assert params.train.epochs == 20, "63 rows need the most epochs to reach the step floor"
+    # and stderr lists the labels with their counts, the carved val split and the rare and unseen labels
+    assert "book" in done.stderr and "30 / 0" in done.stderr and "3 / 0" in done.stderr
+    assert "carved as val" in done.stderr and "fewer than 10 training rows: rate" in done.stderr
+    assert "labels only in val/test" in done.stderr and "cancel" in done.stderr

@@ -252,7 +252,7 @@ def test_public_api_is_pinned():
     import cloud.validate
 
     assert sorted(cloud.validate.__all__) == sorted([
-        "DEFAULT_GX_DIR", "SUITES", "ExpectationOutcome", "ValidationResult", "validate", "main"])
+        "DEFAULT_GX_DIR", "SUITES", "ExpectationOutcome", "ValidationResult", "validate", "main", "unseen_labels"])
     assert all(hasattr(cloud.validate, name) for name in cloud.validate.__all__)
 
 
@@ -265,3 +265,20 @@ def test_importing_the_step_does_not_import_great_expectations():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_labels_only_in_val_or_test_stop_by_default_and_can_be_scored_as_errors(good, tmp_path, params):
+    # Given test rows whose label is in no training row and not in the label list
+    splits = copy_splits(good)
+    splits["test"] = splits["test"] + [("cancel my order", "CancelOrder"), ("cancel it now", "CancelOrder")]
+    processed = write_processed(tmp_path, splits)
+    # When validated with the default (data.unseen_labels = stop)
+    with pytest.raises(ValidationFailed) as err:
+        validate(processed, tmp_path / "v1", params, source="csv")
+    # Then the report names the label, counts its rows and says how to keep them
+    assert "2 val/test rows carry 1 labels not in the label list: CancelOrder (2 test)" in err.value.report
+    assert "data.unseen_labels" in err.value.report
+    # When validated with unseen_labels = score, Then it passes and the report still counts them
+    result = validate(processed, tmp_path / "v2", params.override({"data.unseen_labels": "score"}), source="csv")
+    assert result.passed
+    assert any("CancelOrder (2 test)" in n and "scored as errors" in n for n in result.notes)

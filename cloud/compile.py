@@ -54,9 +54,11 @@ class CompileResult:
     int8_bytes: int
     fp32_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
+    agreement_per_class: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bundle_dir": str(self.bundle_dir), "agreement_val": self.agreement,
+                "agreement_per_class": dict(self.agreement_per_class),
                 "int8_mb": self.int8_bytes / 2**20, "fp32_mb": self.fp32_bytes / 2**20,
                 "fp32_onnx": str(self.fp32_onnx), "seconds": self.seconds}
 
@@ -341,11 +343,14 @@ def compile_bundle(
     seconds["quantize"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    agreement = 1.0
+    agreement, per_class = 1.0, {}
     if check_texts:
         a = onnx_logits(fp32, tokenizer_path, max_length, check_texts).argmax(1)
         b = onnx_logits(int8, tokenizer_path, max_length, check_texts).argmax(1)
         agreement = float((a == b).mean())
+        # per class of the FP32 answer: a class whose answers INT8 flips stands out even when the total is high
+        per_class = {labels[k]: {"agreement": float((b[a == k] == k).mean()), "texts": int((a == k).sum())}
+                     for k in sorted(set(a.tolist()))}
     seconds["agreement"] = time.perf_counter() - t
     if agreement < min_agreement:
         raise CompileError(f"INT8 agrees with FP32 on {agreement:.2%} of {len(check_texts)} texts, "
@@ -357,13 +362,13 @@ def compile_bundle(
         name=name, version=str(version), labels=list(labels), max_length=max_length, tokenizer=TOKENIZER_FILE,
         backends={"onnxruntime": {"file": MODEL_FILE, "quantization": quantization.to_dict(), "opset": opset,
                                   "exporter": exporter, "target": target}},
-        metrics={**(metrics or {}), "compile_agreement": agreement},
+        metrics={**(metrics or {}), "compile_agreement": agreement, "compile_agreement_per_class": per_class},
         lineage=dict(lineage or {}), reference=dict(reference or {}),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     zip_path = zip_bundle(bundle.root, Path(str(out_dir).rstrip("/") + ".zip"))
     int8_bytes = int8.stat().st_size + (int8.parent / WEIGHTS_FILE).stat().st_size
-    return CompileResult(bundle.root, zip_path, agreement, fp32, int8_bytes, fp32.stat().st_size, seconds)
+    return CompileResult(bundle.root, zip_path, agreement, fp32, int8_bytes, fp32.stat().st_size, seconds, per_class)
 
 
 def base_model_dir() -> Path:

@@ -94,6 +94,16 @@ class TrainParams:
                       choices=("cls", "mean"))
     seed: int = _p(13, "seeds Python, NumPy and torch (same data + seed -> same model on the same machine)", lo=0)
     threads: int = _p(2, "torch intra-op threads (the SageMaker job sets its instance's CPUs)", lo=1, hi=1024)
+    min_steps: int = _p(1600, "floor of the schedule in optimizer steps: epochs are raised until the run makes at "
+                              "least this many (the SNIPS recipe makes 1,636 in 4 epochs)", lo=0)
+    patience: int = _p(0, "stop after this many epochs without a better validation score (0: run every epoch)", lo=0)
+    select_metric: str = _p("macro_f1", "the validation metric that chooses the epoch kept",
+                            choices=("macro_f1", "accuracy"))
+    class_balance: str = _p("none", "class imbalance: none, weighted (loss weight n / (k * n_class)) or sampled (each "
+                                    "epoch draws rows so that every class is equally likely)",
+                            choices=("none", "weighted", "sampled"))
+    ema_decay: float = _p(0.0, "exponential moving average of the weights, evaluated and saved instead of the raw "
+                               "ones (0: off; e.g. 0.999)", lo=0, hi=0.99999)
     max_steps: int | None = _p(None, "stop after this many optimizer steps (null: run every epoch)", lo=1)
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .train import TrainResult
 
 __all__ = [
+    "across_classes",
     "EvaluateResult",
     "GateResult",
     "PackageResult",
@@ -159,11 +160,37 @@ def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, t
 
 def compile_step(model_dir: Path, processed: Path, out: Path, params: Params, *, version: str,
                  work_dir: Path | None = None) -> "CompileResult":
-    """ONNX export, static INT8 calibrated on the validation texts, agreement check, candidate bundle in ``out``."""
+    """ONNX export, static INT8 calibrated on the validation texts, agreement check, candidate bundle in ``out``.
+
+    The texts are taken across all classes in turn, so the first ``calibration_samples`` of them (the calibration
+    set) cover every intent: SNIPS' validation file is grouped by intent, and its first 300 texts hold only 3 of 7.
+    """
     from .data import read_split_csv
 
-    texts = [t for t, _ in read_split_csv(Path(processed) / "val.csv")]
+    texts = across_classes(read_split_csv(Path(processed) / "val.csv"))
     return compile_model(model_dir, out, params, version=version, texts=texts, work_dir=work_dir)
+
+
+def across_classes(rows: Sequence[tuple[str, str]]) -> list[str]:
+    """The texts of ``rows`` in round-robin order over their labels (file order within a label).
+
+    >>> across_classes([("a1", "A"), ("a2", "A"), ("b1", "B")])
+    ['a1', 'b1', 'a2']
+    """
+    by_label: dict[str, list[str]] = {}
+    for text, label in rows:
+        by_label.setdefault(label, []).append(text)
+    queues = [iter(v) for _, v in sorted(by_label.items())]
+    out: list[str] = []
+    while queues:
+        alive = []
+        for q in queues:
+            text = next(q, None)
+            if text is not None:
+                out.append(text)
+                alive.append(q)
+        queues = alive
+    return out
 
 
 def evaluate_step(model_dir: Path, bundle: Path, processed: Path, out: Path, params: Params,

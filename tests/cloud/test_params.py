@@ -66,7 +66,7 @@ def test_every_field_is_read_by_the_cloud_code():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda r: r["train"].update(epochz=3), "unknown key train.epochz; known: base_model, batch_size, epochs"),
+    (lambda r: r["train"].update(epochz=3), "unknown key train.epochz; known: base_model, batch_size, class_balance, ema_decay, epochs"),
     (lambda r: r.update(trian={}), "unknown key trian; known: "),
     (lambda r: r["compile"]["quantization"].update(sheme="static"), "unknown key compile.quantization.sheme"),
     (lambda r: r["train"].update(epochs="4"), "train.epochs must be an integer, got '4'"),

@@ -64,3 +64,56 @@ def test_slot_rows_must_pair_with_training_rows(tiny_base_model, tmp_path):
     config = TrainConfig(base_model=str(tiny_base_model), epochs=1, max_steps=1, slot_loss_weight=1.0, threads=1)
     with pytest.raises(CloudError, match="slot tag rows for"):
         train(rows, rows[:5], LABELS, tmp_path / "m", config, progress=False, slots=tags[:-1])
+
+
+def _small(tiny_base_model, **kw) -> TrainConfig:
+    base = dict(base_model=str(tiny_base_model), epochs=1, batch_size=16, max_length=24, threads=1,
+                learning_rate=3e-3, slot_loss_weight=0.0, min_steps=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_the_schedule_has_a_floor_in_optimizer_steps(tiny_base_model, tmp_path):
+    # Given 84 rows (6 steps an epoch) and 1 epoch asked for, but a floor of 20 steps
+    rows, _ = _rows(tmp_path)
+    result = train(rows, rows[:14], LABELS, tmp_path / "m", _small(tiny_base_model, min_steps=20), progress=False)
+    # Then training ran 4 epochs (24 steps), the first whole number of epochs past the floor
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and result.history[-1]["steps"] == 24
+    assert json.loads((tmp_path / "m" / "training_log.json").read_text())["epochs_planned"] == 4
+
+
+def test_early_stopping_ends_training_after_patience_epochs_without_a_better_score(tiny_base_model, tmp_path):
+    # Given a learning rate of 0: the validation score never improves after epoch 1
+    rows, _ = _rows(tmp_path)
+    config = _small(tiny_base_model, epochs=8, patience=2, learning_rate=0.0)
+    result = train(rows, rows[:14], LABELS, tmp_path / "m", config, progress=False)
+    # Then the later epochs tie, each tie keeps the later epoch, so it runs out of patience only if scores drop;
+    # with equal scores it trains to the end and keeps the last epoch
+    assert result.best_epoch == len(result.history)
+    # and with a score that cannot improve (select on accuracy, stop after 1 epoch without a better one)
+    worse = train(rows, rows[:14], LABELS, tmp_path / "w", _small(tiny_base_model, epochs=8, patience=1,
+                                                                   learning_rate=5e-1), progress=False)
+    assert len(worse.history) < 8 and len(worse.history) - worse.best_epoch == 1
+
+
+@pytest.mark.parametrize("balance", ["weighted", "sampled"])
+def test_class_balance_changes_what_the_model_learns_from_an_imbalanced_set(tiny_base_model, tmp_path, balance):
+    # Given one intent with most of the rows
+    rows, _ = _rows(tmp_path)
+    heavy = [r for r in rows if r[1] == LABELS[0]] * 8 + rows
+    plain = train(heavy, rows[:14], LABELS, tmp_path / "p", _small(tiny_base_model, max_steps=8), progress=False)
+    balanced = train(heavy, rows[:14], LABELS, tmp_path / "b", _small(tiny_base_model, max_steps=8,
+                                                                      class_balance=balance), progress=False)
+    # Then the balanced run's weights differ from the plain one's (same seed, same steps)
+    a, b = load_classifier(plain.model_dir).state_dict(), load_classifier(balanced.model_dir).state_dict()
+    assert not np.allclose(a["classifier.weight"].numpy(), b["classifier.weight"].numpy())
+
+
+def test_ema_saves_the_averaged_weights(tiny_base_model, tmp_path):
+    rows, _ = _rows(tmp_path)
+    raw = train(rows, rows[:14], LABELS, tmp_path / "raw", _small(tiny_base_model, epochs=2), progress=False)
+    ema = train(rows, rows[:14], LABELS, tmp_path / "ema", _small(tiny_base_model, epochs=2, ema_decay=0.9),
+                progress=False)
+    a, b = load_classifier(raw.model_dir).state_dict(), load_classifier(ema.model_dir).state_dict()
+    assert set(a) == set(b)
+    w_raw, w_ema = a["classifier.weight"].numpy(), b["classifier.weight"].numpy()
+    assert not np.allclose(w_raw, w_ema) and np.isfinite(w_ema).all()

@@ -245,11 +245,13 @@ def test_make_demo_reports_the_bench_verdict_after_predict_and_fails_on_a_missed
     root = fresh_demo_checkout(tmp_path / "checkout")
     budgets = tmp_path / "budgets.json"
     budgets.write_text(json.dumps({"x86-ci": budget}), encoding="utf-8")
-    # `-o install`: the recipe runs with this interpreter instead of creating .venv (the shared steps of `demo`).
+    # `-o install`: the recipe runs with this interpreter instead of creating .venv (the shared steps of `demo`);
+    # no MAKEFLAGS, so options of a `make test` around this test do not reach it.
+    env = {k: v for k, v in _env().items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     out = subprocess.run(
         ["make", "--no-print-directory", "-o", "install", "demo-edge", f"PY={sys.executable}", "STORE=.store",
          f"BENCH_ARGS=--profile x86-ci --budgets {budgets} --iterations 5 --batches 1 --cold-runs 0"],
-        cwd=root, env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
     lines = out.stdout.strip().splitlines()
     predictions = [json.loads(x) for x in lines if x.startswith("{")]
     assert [p["text"] for p in predictions] == ["add this song to my road trip playlist",

@@ -16,7 +16,7 @@ unknown label, are *kept*: the ``validate`` step is where they are reported. Unr
 
 Like a SageMaker Processing job the step reads from paths and writes to paths::
 
-    python -m cloud.data --data /work/shared/data/snips --out .store/slm-intents [--params pipelines/params.json]
+    python -m cloud.data --data ../shared/data/snips --out .store/slm-intents [--params pipelines/params.json]
 
 writes ``<out>/raw/`` (a copy of the input as read), ``<out>/processed/{train,val,test}.csv`` and
 ``<out>/processed/prepare.json`` (source kind, counts, data hash; ``cloud.validate`` reads the source kind).

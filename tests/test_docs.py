@@ -5,9 +5,9 @@ greengrass/README.md is split into commands. The cheap ones (``--help``, ``predi
 signing) run block by block, in order, with ``bash -c`` in a temporary checkout whose ``.store/`` is laid out like
 a fresh ``make demo``'s: a tiny bundle from the fixtures of tests/conftest.py at ``.store/slm-intents/edge/1``,
 its zip, registry version 1 in the SQLite registry, ``last-run.json``; ``pytest tests/test_docs.py -rP`` prints
-each command a block ran. The others are not run: one skipped test per reason lists them (``-rs``, on by default). Independently of that, every
-``.store/slm-intents/edge/...`` path the docs name must exist in that layout, and every relative link must lead
-to a file of the repository.
+each command a block ran. The others are not run: one skipped test per reason lists them (``-rs``, on by
+default). Besides, every ``.store/slm-intents/edge/...`` path the docs name must exist in that layout, every
+relative link must lead to a file of the repository, and no file names a path of one particular machine.
 """
 
 from __future__ import annotations
@@ -160,8 +160,9 @@ def fresh_demo_checkout(root: Path) -> Path:
     zip_bundle(edge / "1", edge / "1.zip")
     metrics = {k: {"accuracy": 0.5, "macro_f1": 0.5} for k in ("fp32", "int8")}
     with open_registry("local", store=store) as registry:
+        artifacts = {"bundle": (edge / "1").resolve().as_uri(), "bundle_zip": (edge / "1.zip").resolve().as_uri()}
         pkg = registry.register(params["model_package_group"], {**metrics, "agreement": 1.0}, {"run_id": "fresh-demo"},
-                                {"bundle": (edge / "1").resolve().as_uri(), "bundle_zip": (edge / "1.zip").resolve().as_uri()})
+                                artifacts)
     summary = {"run_id": "fresh-demo", "status": "succeeded", "metrics": metrics,
                "registry": {"group": pkg.group, "version": pkg.version, "approval_status": pkg.approval_status.value,
                             "stage": pkg.stage.value},
@@ -261,3 +262,21 @@ def test_make_demo_reports_the_bench_verdict_after_predict_and_fails_on_a_missed
     assert (out.returncode != 0) == bool(code), (out.returncode, out.stderr)
     if code:
         assert "Error 1" in out.stderr  # make reports the bench's status
+
+
+def test_no_path_of_a_particular_machine_in_code_or_docs():
+    # `/greengrass/v2/work/...` and `{kernel:rootPath}/work/...` are device paths every core device has.
+    machine = re.compile(r"(?<![\w}>])/work/|/home/[a-z]|/Users/[A-Za-z]")
+    skip_dirs = {".git", ".venv", ".store", ".cache", ".benchmarks", "build", "dist", "__pycache__"}
+    found = []
+    for path in sorted(REPO.rglob("*")):
+        rel = path.relative_to(REPO)
+        text_file = path.suffix in (".py", ".md", ".json", ".yml", ".yaml", ".toml", ".txt", "")
+        if skip_dirs & set(rel.parts) or "results" in rel.parts or path == Path(__file__) or not text_file:
+            continue
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if machine.search(line):
+                found.append(f"{rel}:{number}")
+    assert not found, "paths of one machine (a reader does not have them): " + ", ".join(found)

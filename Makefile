@@ -64,8 +64,10 @@ BENCH_ARGS ?=
 # One line naming the budgets the bench missed (from its JSON), or saying it produced none.
 BENCH_VERDICT = $(PY) -c 'import json, os, sys; path, rc = sys.argv[1:3]; \
 	b = json.load(open(path))["budget"] if os.path.isfile(path) else None; \
-	over = "; ".join("%s %s %s %s" % (v["metric"], v["value"], ">" if v["kind"] == "max" else "<", v["limit"]) for v in (b or {}).get("violations", [])); \
-	print("edge bench: BUDGET FAILED (profile %s): %s" % (b["profile"], over) if b and over else "edge bench: FAILED (exit %s), no result: see the error above" % rc)'
+	over = "; ".join("%s %s %s %s" % (v["metric"], v["value"], ">" if v["kind"] == "max" else "<", v["limit"]) \
+	                 for v in (b or {}).get("violations", [])); \
+	print("edge bench: BUDGET FAILED (profile %s): %s" % (b["profile"], over) if b and over \
+	      else "edge bench: FAILED (exit %s), no result: see the error above" % rc)'
 
 # The bench and three predictions on the last run's bundle. A missed budget does not stop the predictions; it is
 # printed plainly at the end and the recipe fails with the bench's status (make reports "Error 1").

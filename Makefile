@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - run the main job (pipeline -> bundle), then bench and predict on the new bundle;"
-	@echo "              exits 1 (after predict) when the bench misses a budget. DATA=, PARAMS=, STORE=, BENCH_ARGS="
+	@echo "              fails (after predict) when the bench misses a budget. DATA=, PARAMS=, STORE=, BENCH_ARGS="
 	@echo "make demo-edge - only the bench and predict on the bundle of the last run"
 	@echo "make test   - run the test suite"
 	@echo "make security - bandit on edge_runtime and cloud, pip-audit on the edge requirements (needs network)"

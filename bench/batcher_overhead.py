@@ -5,7 +5,7 @@ Batch-1 latency of ``IntentClassifier.predict`` called directly and through a
 request at a time, every contender interleaved round by round (this VM's speed drifts). The classifier is loaded
 as the service loads it for two workers (``callers=2``), so the three differ only in the batcher.
 
-    python bench/batcher_overhead.py --bundle .store/slm-intents/edge/2 [--rounds 20] [--json F]
+    python bench/batcher_overhead.py --bundle .store/slm-intents/edge/1 [--rounds 20] [--json F]
 """
 
 from __future__ import annotations

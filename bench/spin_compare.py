@@ -9,7 +9,7 @@ Two measurements on one bundle, every setting interleaved round by round (this V
 The defaults of ``edge_runtime.backends.onnxruntime`` (``SPIN_US`` for one caller, ``SHARED_SPIN_US`` for
 several) were chosen with this script.
 
-    python bench/spin_compare.py --bundle .store/slm-intents/edge/2 [--spins 5,20,50,200] [--hog 0.75] [--json F]
+    python bench/spin_compare.py --bundle .store/slm-intents/edge/1 [--spins 5,20,50,200] [--hog 0.75] [--json F]
 """
 
 from __future__ import annotations

@@ -411,7 +411,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, params: Params) -> Prepa
     With a :class:`~cloud.store.Store` pass ``store.base`` as ``out_dir`` (``store.raw()`` and
     ``store.processed()`` are its ``raw/`` and ``processed/``).
 
-    >>> result = prepare("path/to/snips", Store.at(".store").base, load_params())  # doctest: +SKIP
+    >>> result = prepare("../shared/data/snips", Store.at(".store").base, load_params())  # doctest: +SKIP
     >>> result.counts
     {'train': 13084, 'val': 700, 'test': 700}
     """

@@ -6,8 +6,8 @@ with the release pipeline (a KMS-held or offline key in production); devices get
 Command line (``pip install 'slm-intents[signing]'``)::
 
     python -m cloud.signing keygen --private signing.key --public signing.pub
-    python -m cloud.signing sign --key signing.key .store/slm-intents/edge/3/bundle
-    python -m cloud.signing verify --public-key signing.pub .store/slm-intents/edge/3/bundle
+    python -m cloud.signing sign --key signing.key .store/slm-intents/edge/1
+    python -m cloud.signing verify --public-key signing.pub .store/slm-intents/edge/1
 
 Sign *after* the bundle is complete and *before* it is zipped (``zip_bundle`` carries ``manifest.sig``).
 """

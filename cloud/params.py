@@ -119,7 +119,10 @@ class EvaluateParams:
 class GateParams:
     """The ``gate`` section: what a model must reach to be registered (SageMaker: the CheckQualityGate step)."""
 
-    min_macro_f1: float = _p(0.97, "lowest accepted INT8 test macro-F1", lo=0, hi=1, pipeline="MinMacroF1")
+    min_macro_f1: float = _p(0.97, "lowest accepted INT8 test macro-F1 (0.97 suits SNIPS' 7 balanced intents; for "
+                                   "tens of intents or heavy imbalance set what your use needs, e.g. 0.85; 0: off)",
+                             lo=0, hi=1, pipeline="MinMacroF1")
+    min_accuracy: float = _p(0.0, "lowest accepted INT8 test accuracy (0: off)", lo=0, hi=1, pipeline="MinAccuracy")
     max_int8_drop: float = _p(0.005, "largest accepted FP32 - INT8 test macro-F1", lo=0, hi=1, pipeline="MaxInt8Drop")
 
 
@@ -346,12 +349,6 @@ def parameter_fields(params: Params) -> list[tuple[str, str, Any, str]]:
 
 # ------------------------------------------------------------------------------------------------- init
 
-#: ``init`` picks epochs so that training runs at least this many optimizer steps: the step count of the shipped
-#: SNIPS recipe (13,084 rows / 32 * 4 epochs = 1,636), which a small data set would otherwise fall far short of.
-MIN_TRAIN_STEPS = 1600
-MAX_INIT_EPOCHS = 20
-
-
 def init_params(data: str | os.PathLike[str], *, text_column: str = "text", label_column: str = "intent",
                 base: Params | None = None) -> tuple[Params, dict[str, Any]]:
     """A params file for the data at ``data``: its labels, its split handling, defaults scaled to its size.
@@ -384,9 +381,9 @@ def init_params(data: str | os.PathLike[str], *, text_column: str = "text", labe
         n_train *= 1 - share
         notes.append(f"no validation file: {share:.1%} of train is carved as val (stratified, seed {base.data.seed})")
     steps_per_epoch = max(1, math.ceil(n_train / base.train.batch_size))
-    epochs = min(MAX_INIT_EPOCHS, max(base.train.epochs, math.ceil(MIN_TRAIN_STEPS / steps_per_epoch)))
-    notes.append(f"train.epochs {epochs}: about {steps_per_epoch} steps an epoch for ~{n_train:.0f} training rows, "
-                 f"at least {MIN_TRAIN_STEPS} steps in all (at most {MAX_INIT_EPOCHS} epochs)")
+    epochs = max(base.train.epochs, math.ceil(base.train.min_steps / steps_per_epoch))
+    notes.append(f"about {steps_per_epoch} steps an epoch for ~{n_train:.0f} training rows: train.min_steps "
+                 f"{base.train.min_steps} makes that {epochs} epochs (train.epochs {base.train.epochs} is the least)")
     unseen = sorted(set(counts) - set(labels))
     if unseen:
         notes.append(f"labels only in val/test, scored as errors (data.unseen_labels = score): {', '.join(unseen)}")
@@ -404,7 +401,7 @@ def init_params(data: str | os.PathLike[str], *, text_column: str = "text", labe
         base, labels=labels, model_name=f"{slug}-intents", model_package_group=f"{base.project}-{slug}",
         data=dataclasses.replace(base.data, text_column=text_column, label_column=label_column,
                                  unseen_labels="score" if unseen else base.data.unseen_labels),
-        train=dataclasses.replace(base.train, epochs=epochs), gate=gate)
+        gate=gate)
     return params, {"source": source, "rows": {s: len(r) for s, r in splits.items()}, "counts": counts,
                     "notes": notes}
 

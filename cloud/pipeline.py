@@ -224,6 +224,7 @@ class LocalPipeline:
         # 6. gate
         self._step(6, "gate", None, lambda: steps.gate_step(metrics, p.gate).to_dict(),
                    describe=lambda o: f"INT8 macro-F1 {o['int8_macro_f1']:.4f} >= {o['min_macro_f1']}, "
+                                      f"accuracy {o['int8_accuracy']:.4f} >= {o['min_accuracy']}, "
                                       f"drop {o['int8_drop']:+.4f} <= {o['max_int8_drop']}")
 
         # 7. register (once per evaluated model: a re-run with everything cached reuses the version)

@@ -84,6 +84,8 @@ class GateResult:
     int8_drop: float
     min_macro_f1: float
     max_int8_drop: float
+    int8_accuracy: float = 0.0
+    min_accuracy: float = 0.0
     agreement: float | None = None
     problems: tuple[str, ...] = ()
 
@@ -209,20 +211,25 @@ def evaluate_step(model_dir: Path, bundle: Path, processed: Path, out: Path, par
 
 
 def gate_result(metrics: Mapping[str, Any], gate: GateParams) -> GateResult:
-    """The gate's verdict (never raises): INT8 macro-F1 >= ``min_macro_f1``, FP32 - INT8 <= ``max_int8_drop``.
+    """The gate's verdict (never raises): INT8 macro-F1 >= ``min_macro_f1``, INT8 accuracy >= ``min_accuracy``,
+    FP32 - INT8 macro-F1 <= ``max_int8_drop``.
 
     The SageMaker job writes it as ``gate.json``; the pipeline's ConditionStep compares the same two figures.
     """
     f1_int8, f1_fp32 = float(metrics["int8"]["macro_f1"]), float(metrics["fp32"]["macro_f1"])
+    acc_int8 = float(metrics["int8"]["accuracy"])
     drop = f1_fp32 - f1_int8
     problems = []
     if f1_int8 < gate.min_macro_f1:
         problems.append(f"INT8 macro-F1 {f1_int8:.4f} is below the threshold {gate.min_macro_f1:.4f}")
+    if acc_int8 < gate.min_accuracy:
+        problems.append(f"INT8 accuracy {acc_int8:.4f} is below the threshold {gate.min_accuracy:.4f}")
     if drop > gate.max_int8_drop:
         problems.append(f"INT8 macro-F1 is {drop:.4f} below FP32 ({f1_fp32:.4f}); "
                         f"at most {gate.max_int8_drop:.4f} allowed")
     return GateResult(not problems, f1_int8, f1_fp32, drop, gate.min_macro_f1, gate.max_int8_drop,
-                      agreement=metrics.get("agreement"), problems=tuple(problems))
+                      int8_accuracy=acc_int8, min_accuracy=gate.min_accuracy, agreement=metrics.get("agreement"),
+                      problems=tuple(problems))
 
 
 def gate_step(metrics: Mapping[str, Any], gate: GateParams) -> GateResult:

@@ -211,6 +211,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
     kinds = {"Float": s.ParameterFloat, "Integer": s.ParameterInteger, "String": s.ParameterString}
     tunables = {key: kinds[kind](name=name, default_value=value) for name, key, value, kind in parameter_fields(params)}
     min_f1, max_drop = tunables["gate.min_macro_f1"], tunables["gate.max_int8_drop"]
+    min_acc = tunables["gate.min_accuracy"]
     overrides = [a for key, param in tunables.items() for a in ("--set", s.Join(on="", values=[f"{key}=", param]))]
     group = s.ParameterString(name="ModelPackageGroupName", default_value=params.model_package_group)
     approval = s.ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
@@ -335,11 +336,13 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
 
     failed = s.FailStep(name="QualityGateFailed", error_message=s.Join(on=" ", values=[
         "quality gate failed: INT8 macro-F1", metric("int8.macro_f1"), "(needs >=", min_f1,
-        "), FP32 - INT8 macro-F1", metric("int8_drop", gate_file), "(needs <=", max_drop, ")"]))
+        "), FP32 - INT8 macro-F1", metric("int8_drop", gate_file), "(needs <=", max_drop, "), INT8 accuracy",
+        metric("int8.accuracy"), "(needs >=", min_acc, ")"]))
     gate = s.ConditionStep(
         name="CheckQualityGate",
         conditions=[s.ConditionGreaterThanOrEqualTo(left=metric("int8.macro_f1"), right=min_f1),
-                    s.ConditionLessThanOrEqualTo(left=metric("int8_drop", gate_file), right=max_drop)],
+                    s.ConditionLessThanOrEqualTo(left=metric("int8_drop", gate_file), right=max_drop),
+                    s.ConditionGreaterThanOrEqualTo(left=metric("int8.accuracy"), right=min_acc)],
         if_steps=[register, compile_edge], else_steps=[failed])
     pipeline = s.Pipeline(name=config.name, parameters=parameters, steps=[prepare, train, evaluate, gate],
                           sagemaker_session=session)

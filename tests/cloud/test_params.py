@@ -134,7 +134,8 @@ def test_init_writes_a_params_file_for_the_data_and_reports_what_it_found(tmp_pa
     assert params.labels == ("book", "play", "rate")
     assert (params.data.text_column, params.data.label_column) == ("utterance", "category")
     assert params.data.unseen_labels == "score"
-    assert params.train.epochs == 20, "63 rows need the most epochs to reach the step floor"
+    assert params.train == load_params().train, "the schedule's floor in steps adapts it to the size"
+    assert "2 steps an epoch" in done.stderr and "makes that 800 epochs" in done.stderr
     # and stderr lists the labels with their counts, the carved val split and the rare and unseen labels
     assert "book" in done.stderr and "30 / 0" in done.stderr and "3 / 0" in done.stderr
     assert "carved as val" in done.stderr and "fewer than 10 training rows: rate" in done.stderr

@@ -70,7 +70,8 @@ def test_parameters_take_their_defaults_from_params_json(sagemaker_definition):
     d, _ = sagemaker_definition
     params = {p["Name"]: p for p in d["Parameters"]}
     assert list(params) == ["InputData", "ProcessingInstanceType", "TrainingInstanceType", "MinMacroF1",
-                            "MaxInt8Drop", "ModelPackageGroupName", "ModelApprovalStatus", "NeoCompile"]
+                            "MinAccuracy", "MaxInt8Drop", "ModelPackageGroupName", "ModelApprovalStatus", "NeoCompile"]
+    assert params["MinAccuracy"]["DefaultValue"] == PARAMS.gate.min_accuracy
     assert params["MinMacroF1"] == {"Name": "MinMacroF1", "Type": "Float",
                                     "DefaultValue": PARAMS.gate.min_macro_f1}
     assert params["MaxInt8Drop"]["DefaultValue"] == PARAMS.gate.max_int8_drop
@@ -87,7 +88,9 @@ def test_condition_gates_on_int8_macro_f1_and_the_int8_drop(sagemaker_definition
     assert files["EvaluationMetrics"] == {"PropertyFileName": "EvaluationMetrics", "OutputName": "evaluation",
                                           "FilePath": "metrics.json"}
     assert files["QualityGate"]["FilePath"] == "gate.json"
-    f1, drop = d["Steps"][3]["Arguments"]["Conditions"]
+    f1, drop, accuracy = d["Steps"][3]["Arguments"]["Conditions"]
+    assert accuracy["Type"] == "GreaterThanOrEqualTo" and accuracy["RightValue"] == {"Get": "Parameters.MinAccuracy"}
+    assert accuracy["LeftValue"]["Std:JsonGet"]["Path"] == "int8.accuracy"
     assert f1["Type"] == "GreaterThanOrEqualTo"
     assert f1["LeftValue"] == {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationMetrics"},
                                                "Path": "int8.macro_f1"}}

@@ -63,16 +63,22 @@ class CompileResult:
                 "fp32_onnx": str(self.fp32_onnx), "seconds": self.seconds}
 
 
-def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = "torchscript") -> Path:
+def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = "torchscript",
+                features: bool = False) -> Path:
     """Export a sequence-classification model (eager attention) to ONNX with dynamic batch/sequence axes.
 
     Eager attention exports as plain MatMul/Softmax, which quantizes cleanly and which ONNX Runtime fuses.
     ``exporter``: ``torchscript`` (``torch.onnx`` tracing) or ``dynamo`` (``torch.export``; needs onnxscript,
     writes symbolic shapes instead of Shape/Gather/Concat chains, about 13% fewer nodes).
+    ``features``: the one output is ``[logits | pooled sentence vector]`` (``logits_features``), for the
+    out-of-scope detector (:mod:`edge_runtime.oos`); otherwise it is the logits.
     """
     import torch
 
-    model = model.eval()
+    from .modeling import with_features
+
+    output = "logits_features" if features else "logits"
+    model = with_features(model.eval()) if features else model.eval()
     ids = torch.ones(2, 8, dtype=torch.long)
     inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -84,13 +90,13 @@ def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = 
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
             seq = torch.export.Dim("sequence", min=2, max=512)
-            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
+            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=[output],
                               dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), opset_version=max(opset, 18),
                               dynamo=True, external_data=False, verbose=False)
         elif exporter == "torchscript":
             axes = {n: {0: "batch", 1: "sequence"} for n in names}
-            axes["logits"] = {0: "batch"}
-            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=["logits"],
+            axes[output] = {0: "batch"}
+            torch.onnx.export(model, inputs, str(out_path), input_names=names, output_names=[output],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
         else:
             raise CompileError(f"unknown exporter {exporter!r} (torchscript or dynamo)")
@@ -316,8 +322,14 @@ def compile_bundle(
     min_agreement: float = 0.99, opset: int = 17, exporter: str = "torchscript", work_dir: Path | None = None,
     metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
     reference: Mapping[str, Any] | None = None, target: str = "linux_arm64",
+    oos_rows: Sequence[tuple[str, str]] | None = None, oos_flag_rate: float = 0.001,
 ) -> CompileResult:
-    """Export ``model_dir`` (a transformers checkpoint + tokenizer.json), quantize, check, write the bundle."""
+    """Export ``model_dir`` (a transformers checkpoint + tokenizer.json), quantize, check, write the bundle.
+
+    ``oos_rows``: the training ``(text, label)`` rows; with them the model also outputs its sentence vector and the
+    bundle gets an out-of-scope detector fitted on the INT8 vectors of these rows, its threshold set on
+    ``check_texts`` (the validation texts) so that ``oos_flag_rate`` of them are flagged (:mod:`cloud.oos`).
+    """
     from edge_runtime.bundle import write_bundle, zip_bundle
 
     from .modeling import load_classifier
@@ -333,7 +345,7 @@ def compile_bundle(
     model = load_classifier(model_dir, eager=True)
     if model.config.num_labels != len(labels):
         raise CompileError(f"model has {model.config.num_labels} outputs, params list {len(labels)} labels")
-    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset, exporter=exporter)
+    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset, exporter=exporter, features=bool(oos_rows))
     seconds["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -344,9 +356,11 @@ def compile_bundle(
 
     t = time.perf_counter()
     agreement, per_class = 1.0, {}
+    k = len(labels)
+    int8_val = onnx_logits(int8, tokenizer_path, max_length, check_texts) if check_texts else None
     if check_texts:
-        a = onnx_logits(fp32, tokenizer_path, max_length, check_texts).argmax(1)
-        b = onnx_logits(int8, tokenizer_path, max_length, check_texts).argmax(1)
+        a = onnx_logits(fp32, tokenizer_path, max_length, check_texts)[:, :k].argmax(1)
+        b = int8_val[:, :k].argmax(1)
         agreement = float((a == b).mean())
         # per class of the FP32 answer: a class whose answers INT8 flips stands out even when the total is high
         per_class = {labels[k]: {"agreement": float((b[a == k] == k).mean()), "texts": int((a == k).sum())}
@@ -356,15 +370,30 @@ def compile_bundle(
         raise CompileError(f"INT8 agrees with FP32 on {agreement:.2%} of {len(check_texts)} texts, "
                            f"below the required {min_agreement:.2%}")
 
+    files = {MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path}
+    extra: dict[str, Any] = {}
+    if oos_rows:
+        t = time.perf_counter()
+        from .oos import FILE, fit_detector, save_detector
+
+        index = {label: i for i, label in enumerate(labels)}
+        train = onnx_logits(int8, tokenizer_path, max_length, [text for text, _ in oos_rows])
+        detector, fit = fit_detector(train[:, k:], [index[label] for _, label in oos_rows], k,
+                                     int8_val[:, k:] if int8_val is not None else np.zeros((0, train.shape[1] - k)),
+                                     oos_flag_rate)
+        files[FILE] = save_detector(detector, work / FILE)
+        extra["out_of_scope"] = detector.to_entry(FILE, flag_rate=oos_flag_rate, fitted_on="train (INT8 vectors)",
+                                                  threshold_on="validation", **fit)
+        seconds["out_of_scope"] = time.perf_counter() - t
     bundle = write_bundle(
         out_dir,
-        files={MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path},
+        files=files,
         name=name, version=str(version), labels=list(labels), max_length=max_length, tokenizer=TOKENIZER_FILE,
         backends={"onnxruntime": {"file": MODEL_FILE, "quantization": quantization.to_dict(), "opset": opset,
                                   "exporter": exporter, "target": target}},
         metrics={**(metrics or {}), "compile_agreement": agreement, "compile_agreement_per_class": per_class},
         lineage=dict(lineage or {}), reference=dict(reference or {}),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=extra,
     )
     zip_path = zip_bundle(bundle.root, Path(str(out_dir).rstrip("/") + ".zip"))
     int8_bytes = int8.stat().st_size + (int8.parent / WEIGHTS_FILE).stat().st_size

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["POOLINGS", "build_classifier", "load_classifier", "logits_and_states"]
+__all__ = ["POOLINGS", "build_classifier", "encode", "load_classifier", "logits_and_states", "with_features"]
 
 POOLINGS = ("cls", "mean")
 
@@ -45,6 +45,12 @@ def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_typ
 
     ``logits`` equals ``model(...).logits``; the token states feed the auxiliary slot head during training.
     """
+    logits, states, _ = encode(model, input_ids, attention_mask, token_type_ids)
+    return logits, states
+
+
+def encode(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any, Any]:
+    """Logits, token states and the pooled sentence vector the classifier reads, from one encoder pass."""
     if getattr(model.config, "pooling", "cls") == "mean":
         states = model.bert(input_ids=input_ids, attention_mask=attention_mask,
                             token_type_ids=token_type_ids).last_hidden_state
@@ -53,7 +59,23 @@ def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_typ
     else:
         out = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         states, pooled = out.last_hidden_state, out.pooler_output
-    return model.classifier(model.dropout(pooled)), states
+    return model.classifier(model.dropout(pooled)), states, pooled
+
+
+def with_features(model: Any) -> Any:
+    """A module whose one output is ``[logits | pooled sentence vector]`` (what the out-of-scope detector reads)."""
+    import torch
+
+    class LogitsAndFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            logits, _, pooled = encode(self.model, input_ids, attention_mask, token_type_ids)
+            return torch.cat([logits, pooled], dim=1)
+
+    return LogitsAndFeatures().eval()
 
 
 def build_classifier(base: Path, labels: Sequence[str], pooling: str = "cls") -> Any:

@@ -170,6 +170,11 @@ class CompileParams:
     exporter: str = _p("torchscript", "torch.onnx exporter: torchscript (tracing) or dynamo (torch.export)",
                        choices=("torchscript", "dynamo"))
     min_agreement: float = _p(0.99, "lowest accepted INT8/FP32 agreement on the validation texts", lo=0, hi=1)
+    out_of_scope: str = _p("mahalanobis", "the bundle's out-of-scope decision: mahalanobis (distance of the sentence "
+                                          "vector to the nearest training class; the device answers unknown beyond "
+                                          "the threshold) or none", choices=("mahalanobis", "none"))
+    oos_flag_rate: float = _p(0.001, "the share of in-scope validation texts the out-of-scope threshold may flag "
+                                     "(it is set on them alone)", lo=0, hi=0.5)
     quantization: QuantizationParams = field(default_factory=QuantizationParams,
                                              metadata={"doc": "how the INT8 model is made"})
 

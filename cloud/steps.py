@@ -149,15 +149,20 @@ def train_step(processed: Path, out: Path, params: Params, *, progress: bool = F
 
 
 def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, texts: Sequence[str],
-                  work_dir: Path | None = None) -> "CompileResult":
-    """The one mapping of params onto :func:`cloud.compile.compile_bundle` (``texts`` calibrate and check INT8)."""
+                  work_dir: Path | None = None,
+                  train_rows: Sequence[tuple[str, str]] | None = None) -> "CompileResult":
+    """The one mapping of params onto :func:`cloud.compile.compile_bundle` (``texts`` calibrate and check INT8;
+    ``train_rows`` fit the out-of-scope detector when ``compile.out_of_scope`` asks for one)."""
     from .compile import compile_bundle
 
     c = params.compile
+    known = set(params.labels)
+    oos_rows = [r for r in train_rows or () if r[1] in known] if c.out_of_scope == "mahalanobis" else None
     return compile_bundle(model_dir, out, version=version, name=params.model_name, labels=params.labels,
                           max_length=params.train.max_length, calibration_texts=texts, check_texts=texts,
                           quantization=c.quantization, min_agreement=c.min_agreement, opset=c.opset,
-                          exporter=c.exporter, work_dir=work_dir, target=c.target)
+                          exporter=c.exporter, work_dir=work_dir, target=c.target, oos_rows=oos_rows or None,
+                          oos_flag_rate=c.oos_flag_rate)
 
 
 def compile_step(model_dir: Path, processed: Path, out: Path, params: Params, *, version: str,
@@ -170,7 +175,8 @@ def compile_step(model_dir: Path, processed: Path, out: Path, params: Params, *,
     from .data import read_split_csv
 
     texts = across_classes(read_split_csv(Path(processed) / "val.csv"))
-    return compile_model(model_dir, out, params, version=version, texts=texts, work_dir=work_dir)
+    return compile_model(model_dir, out, params, version=version, texts=texts, work_dir=work_dir,
+                         train_rows=read_split_csv(Path(processed) / "train.csv"))
 
 
 def across_classes(rows: Sequence[tuple[str, str]]) -> list[str]:
@@ -283,7 +289,7 @@ def package_step(candidate: Path, edge: Path, version: str, *, metrics: Mapping[
         metrics=dict(metrics if metrics is not None else m.metrics),
         lineage=dict(lineage if lineage is not None else m.lineage),
         reference=dict(reference if reference is not None else m.reference),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(m.extra))
     zip_path = zip_bundle(bundle.root, Path(edge) / f"{version}.zip")
     return PackageResult(bundle.root, zip_path, sha256_file(zip_path), zip_path.stat().st_size / 2**20,
                          tuple(backends))

@@ -42,7 +42,9 @@ class IntentClassifier:
         with IntentClassifier.from_bundle("edge/3") as clf:
             clf.predict("play some jazz").intent   # 'PlayMusic'
 
-    ``threshold`` maps answers whose confidence is below it to ``unknown_intent``.
+    ``threshold`` maps answers whose confidence is below it to ``unknown_intent``. A bundle with an out-of-scope
+    detector (:mod:`edge_runtime.oos`; its manifest's ``out_of_scope``) also answers ``unknown_intent`` for a
+    text far from every intent it was trained on; ``out_of_scope=False`` turns that decision off.
     A text gets the same answer from :meth:`predict` and :meth:`predict_batch`: with a statically quantized
     (or FP32) model nothing depends on what else shares the batch; a bundle whose quantization says
     ``batch_independent: false`` (dynamic INT8: activation scales come from the whole batch) is run one text
@@ -51,11 +53,16 @@ class IntentClassifier:
 
     def __init__(self, bundle: Bundle, backend: Backend, tokenizer: IntentTokenizer, *,
                  threshold: float | None = None, unknown_intent: str = UNKNOWN_INTENT, top_k: int = 3,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, out_of_scope: bool = True) -> None:
+        from .oos import OutOfScope
+
         self.bundle = bundle
         self.backend = backend
         self.tokenizer = tokenizer
         self.labels = tuple(bundle.manifest.labels)
+        # The model's one output is [logits | sentence vector] when the bundle has a detector, else the logits.
+        self.detector = OutOfScope.from_bundle(bundle)
+        self.out_of_scope = out_of_scope and self.detector is not None
         self.threshold = threshold
         self.unknown_intent = unknown_intent
         self.top_k = max(1, min(top_k, len(self.labels)))
@@ -95,26 +102,33 @@ class IntentClassifier:
             raise InputError("predict_batch() takes a list of texts; use predict() for one text")
         out: list[Prediction] = []
         for start in range(0, len(texts), self.max_batch):
-            out.extend(self._decode(self.probabilities(texts[start:start + self.max_batch])))
+            outputs = self._outputs(texts[start:start + self.max_batch])
+            k = len(self.labels)
+            flags = self.detector.flags(outputs[:, k:]) if self.out_of_scope else None  # type: ignore[union-attr]
+            out.extend(self._decode(_softmax(np.ascontiguousarray(outputs[:, :k])), flags))
         return out
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax over the labels, shape ``[len(texts), len(labels)]`` (one model call)."""
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if not self.batch_independent and len(texts) > 1:
-            return np.concatenate([self.probabilities([t]) for t in texts])
-        enc = self.tokenizer.encode(texts)
-        logits = self.backend.run(enc.feeds(self.backend.input_names))
-        return _softmax(np.asarray(logits, dtype=np.float32))
+        return _softmax(np.ascontiguousarray(self._outputs(texts)[:, : len(self.labels)]))
 
-    def _decode(self, probs: np.ndarray) -> list[Prediction]:
+    def _outputs(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's raw output rows: the logits, then the sentence vector when the bundle has a detector."""
+        width = len(self.labels) + (self.detector.features if self.detector is not None else 0)
+        if not texts:
+            return np.zeros((0, width), dtype=np.float32)
+        if not self.batch_independent and len(texts) > 1:
+            return np.concatenate([self._outputs([t]) for t in texts])
+        enc = self.tokenizer.encode(texts)
+        return np.asarray(self.backend.run(enc.feeds(self.backend.input_names)), dtype=np.float32)
+
+    def _decode(self, probs: np.ndarray, out_of_scope: np.ndarray | None = None) -> list[Prediction]:
         order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
         results = []
-        for row, idx in zip(probs, order):
-            top = tuple((self.labels[i], float(row[i])) for i in idx)
+        for i, (row, idx) in enumerate(zip(probs, order)):
+            top = tuple((self.labels[j], float(row[j])) for j in idx)
             intent, conf = top[0]
-            if self.threshold is not None and conf < self.threshold:
+            if (self.threshold is not None and conf < self.threshold) or (out_of_scope is not None and out_of_scope[i]):
                 intent = self.unknown_intent
             results.append(Prediction(intent, conf, top))
         return results
@@ -122,15 +136,17 @@ class IntentClassifier:
     def _check_output_size(self) -> None:
         # One tiny run at load: catches a label list that does not match the model and warms the session.
         try:
-            probs = self.probabilities([""])
+            outputs = self._outputs([""])
         except EdgeRuntimeError:
             self.close()
             raise
-        if probs.shape != (1, len(self.labels)):
+        vector = self.detector.features if self.detector is not None else 0
+        if outputs.shape != (1, len(self.labels) + vector):
             self.close()
+            expected = f"{len(self.labels)} labels" + (f" and a {vector}-wide sentence vector" if vector else "")
             raise BundleError(
-                f"bundle {self.bundle.root}: the model outputs {probs.shape[-1]} scores but the manifest has "
-                f"{len(self.labels)} labels"
+                f"bundle {self.bundle.root}: the model outputs {outputs.shape[-1]} scores but the manifest has "
+                f"{expected}"
             )
 
     def close(self) -> None:

@@ -1,0 +1,86 @@
+"""Out-of-scope detection on the device: "none of these intents" for a text far from every training class.
+
+The bundle's model outputs the intent logits followed by the sentence vector its last layer reads (one output,
+``[logits | features]``, so every backend returns it unchanged). The detector is the Mahalanobis distance of that
+vector to the nearest class mean, with one covariance shared by the classes (Podolskiy et al., AAAI 2021), fitted by
+the compile step on the INT8 model's vectors of the training texts; its threshold was chosen on the validation
+texts alone. The file holds the projection ``L`` (``L @ L.T`` is the inverse covariance) and the projected class
+means, so a text costs one matrix-vector product: ``min_k |x @ L - m_k|^2``.
+
+Manifest entry (contract 1, ``out_of_scope``)::
+
+    {"method": "mahalanobis", "file": "out_of_scope.npz", "threshold": 412.7, "features": 384, ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from .errors import ManifestError
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
+
+__all__ = ["OutOfScope", "MANIFEST_KEY"]
+
+MANIFEST_KEY = "out_of_scope"
+
+
+@dataclass(frozen=True)
+class OutOfScope:
+    """The fitted detector: ``scores(features)`` per text, ``flags(features)`` where a score passes the threshold."""
+
+    projection: np.ndarray  # [features, features]
+    means: np.ndarray  # [classes, features], already projected
+    threshold: float
+
+    @property
+    def features(self) -> int:
+        return int(self.projection.shape[0])
+
+    @classmethod
+    def from_bundle(cls, bundle: "Bundle") -> "OutOfScope | None":
+        """The bundle's detector, or None when its manifest has none."""
+        entry = bundle.manifest.extra.get(MANIFEST_KEY)
+        if entry is None:
+            return None
+        if not isinstance(entry, Mapping) or entry.get("method") != "mahalanobis":
+            raise ManifestError(f"bundle {bundle.root}: {MANIFEST_KEY} must be an object with method 'mahalanobis'")
+        try:
+            rel, threshold = str(entry["file"]), float(entry["threshold"])
+        except (KeyError, TypeError, ValueError):
+            raise ManifestError(f"bundle {bundle.root}: {MANIFEST_KEY} needs a file and a numeric threshold") from None
+        if rel not in bundle.manifest.files:
+            raise ManifestError(f"bundle {bundle.root}: {MANIFEST_KEY} file {rel!r} is not listed in files")
+        try:
+            with np.load(bundle.path_of(rel), allow_pickle=False) as data:
+                projection = np.asarray(data["projection"], dtype=np.float32)
+                means = np.asarray(data["means"], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ManifestError(f"bundle {bundle.root}: cannot read {rel}: {exc}") from None
+        d = projection.shape[0]
+        if projection.shape != (d, d) or means.ndim != 2 or means.shape[1] != d or not np.isfinite(threshold):
+            raise ManifestError(f"bundle {bundle.root}: {rel} has projection {projection.shape} and means "
+                                f"{means.shape}; expected [d, d] and [classes, d] with a finite threshold")
+        if len(bundle.manifest.labels) != means.shape[0]:
+            raise ManifestError(f"bundle {bundle.root}: {rel} has {means.shape[0]} class means for "
+                                f"{len(bundle.manifest.labels)} labels")
+        return cls(projection, means, threshold)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each row to the nearest class mean."""
+        z = np.asarray(features, dtype=np.float32) @ self.projection
+        # |z - m|^2 = |z|^2 - 2 z.m + |m|^2, for every class at once
+        d = (z * z).sum(1, keepdims=True) - 2.0 * (z @ self.means.T) + (self.means * self.means).sum(1)[None, :]
+        return np.maximum(d.min(1), 0.0)
+
+    def flags(self, features: np.ndarray) -> np.ndarray:
+        return self.scores(features) > self.threshold
+
+    def to_entry(self, file: str, **info: Any) -> dict[str, Any]:
+        """The manifest entry for this detector stored at ``file``."""
+        return {"method": "mahalanobis", "file": file, "threshold": float(self.threshold), "features": self.features,
+                **info}

@@ -66,8 +66,8 @@ def _import_paho() -> Any:
     return mqtt
 
 
-def ask(options: AskOptions, out: TextIO = sys.stdout) -> int:
-    """Send one request per text, print each reply (arrival order), return the exit status (see the module doc)."""
+def ask(options: AskOptions, out: TextIO | None = None) -> int:
+    """Send one request per text, print each reply (arrival order) to ``out`` (stdout), return the exit status."""
     mqtt = _import_paho()
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -133,7 +133,7 @@ def ask(options: AskOptions, out: TextIO = sys.stdout) -> int:
                 props.ResponseTopic = listen
                 props.CorrelationData = request_id.encode()
             client.publish(topics.request, json.dumps({"id": request_id, "text": text}), qos=1, properties=props)
-        return _collect(ids, wait, out, options.timeout_s)
+        return _collect(ids, wait, out or sys.stdout, options.timeout_s)
     finally:
         client.disconnect()
         client.loop_stop()

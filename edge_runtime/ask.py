@@ -90,6 +90,8 @@ def ask(options: AskOptions, out: TextIO | None = None) -> int:
     client.on_connect = lambda c, u, flags, rc, props: events.put(("connect", rc))
     client.on_subscribe = lambda c, u, mid, rcs, props: events.put(("subscribe", rcs))
     client.on_message = lambda c, u, msg: events.put(("message", msg))
+    # AWS IoT Core answers an operation its policy denies by closing the connection
+    client.on_disconnect = lambda c, u, flags, rc, props: events.put(("disconnect", rc))
     if tls:
         try:
             client.tls_set(ca_certs=options.ca, certfile=options.cert, keyfile=options.key,
@@ -109,6 +111,9 @@ def ask(options: AskOptions, out: TextIO | None = None) -> int:
                 return None
             if got == kind:
                 return value
+            if got == "disconnect":
+                raise TransportError(f"{options.broker} closed the connection ({value}): are this client id and its "
+                                     "certificate allowed to connect, subscribe and publish there?")
 
     try:
         client.connect(host, port, keepalive=30, clean_start=True)

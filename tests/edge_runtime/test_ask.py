@@ -10,7 +10,7 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.service.protocol import Topics
-from tests.edge_runtime.service.broker import MOSQUITTO, Client, Mosquitto
+from tests.edge_runtime.service.broker import MOSQUITTO, OPENSSL, Client, Mosquitto
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
 THING = "ask-thing"
@@ -36,8 +36,15 @@ def service(broker, tiny_bundle):  # type: ignore[no-untyped-def]
         transport = make_transport(cfg)
         svc = IntentService(cfg, clf, transport).start()
         assert transport.wait_connected(10), "the service did not connect"
+        _wait_online(broker.url)
         yield svc
         svc.drain(5)
+
+
+def _wait_online(url: str, **tls) -> None:
+    """Until the service's retained status is there: it is published after its SUBSCRIBE, so requests reach it."""
+    with Client(url, "ask-test-watch", [Topics.for_thing(THING).status], **tls) as watch:
+        assert watch.get(10).json()["state"] == "online"
 
 
 def _lines(text: str) -> list[dict]:
@@ -100,3 +107,34 @@ def test_paho_is_imported_only_by_the_handler_and_its_absence_names_the_extra(ca
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
     rc = main(["ask", "--broker", "mqtt://127.0.0.1:1", "--thing", THING, "play"])
     assert rc == 2 and "pip install 'slm-intents[mqtt]'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="needs openssl")
+def test_mutual_tls_with_ca_cert_and_key(tmp_path, tiny_bundle, capsys):
+    # Given a broker that requires client certificates, and the service connected to it over mutual TLS
+    from edge_runtime import IntentClassifier
+    from edge_runtime.service import IntentService
+    from edge_runtime.service.config import ServiceConfig
+    from edge_runtime.service.runner import make_transport
+    from tests.edge_runtime.service.broker import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    files = ["--ca", str(tls.ca), "--cert", str(tls.client_cert), "--key", str(tls.client_key)]
+    with Mosquitto(tmp_path / "mq", tls=tls) as mq, \
+            IntentClassifier.from_bundle(tiny_bundle[0].root, backend="onnxruntime", threads=1) as clf:
+        cfg = ServiceConfig(bundle=str(tiny_bundle[0].root), thing=THING, broker=mq.url, ca=str(tls.ca),
+                            cert=str(tls.client_cert), key=str(tls.client_key), require_mtls=True,
+                            status_interval_s=3600.0)
+        transport = make_transport(cfg)
+        svc = IntentService(cfg, clf, transport).start()
+        try:
+            assert transport.wait_connected(10)
+            _wait_online(mq.url, tls=tls)
+            # When asked with the CA, certificate and key, Then the reply comes back
+            rc = main(["ask", "--broker", mq.url, "--thing", THING, *files, "play some jazz"])
+            assert rc == 0 and _lines(capsys.readouterr().out)[0]["intent"]
+            # and without the client certificate the broker refuses: exit 2 with the reason
+            rc = main(["ask", "--broker", mq.url, "--thing", THING, "--ca", str(tls.ca), "--timeout", "3", "x"])
+            assert rc == 2 and "error:" in capsys.readouterr().err
+        finally:
+            svc.drain(5)

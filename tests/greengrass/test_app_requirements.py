@@ -268,6 +268,31 @@ def test_the_install_step_refuses_an_interpreter_without_pins_and_names_the_supp
     assert not (component.work / "venv" / "lib" / "python3.9" / "site-packages" / "numpy").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("version", list(SUPPORTED))
+def test_the_install_step_installs_the_pins_and_the_service_runs_on_each_interpreter(version, built, tiny_bundle,
+                                                                                      tmp_path):
+    # Given the built app component and CPython <version> on this machine (pyenv), else skipped
+    from tests.greengrass.local_nucleus import GG_ARCH, LocalNucleus
+
+    python = interpreter(version)
+    if python is None or not GG_ARCH:
+        pytest.skip(f"needs python{version} on PATH or in pyenv, and a Greengrass architecture")
+    app = built.component("app")
+    nucleus = LocalNucleus(tmp_path / "greengrass" / "v2", "pins-thing")
+    component = nucleus.deploy(built.out / "recipes", built.out / "artifacts", app["name"], app["version"],
+                               config={"Python": python})
+    # When its install step runs (the real pip, the package index), Then it installs that interpreter's pins
+    proc = nucleus.install(component)
+    assert f"from requirements-py{version.replace('.', '')}.txt" in proc.stdout and "Successfully installed" in proc.stdout
+    # and the service's code classifies with them
+    venv_python = component.work / "venv" / "bin" / "python"
+    run = subprocess.run([str(venv_python), "-m", "edge_runtime", "predict", "--bundle", str(tiny_bundle[0].root),
+                          "play some jazz"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["model"] == {"name": "tiny", "version": "1"}
+
+
 def test_the_closure_walk_catches_a_dependency_only_another_interpreter_needs():
     # Given a package that needs tomli only below 3.11, and pins without tomli
     pins, requires = {"app": "1"}, {"app": ['tomli>=1; python_version < "3.11"', "numpy>=2"]}

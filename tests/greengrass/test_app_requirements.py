@@ -1,14 +1,16 @@
 """The app component's pins install where users run it: each supported CPython on linux aarch64 and x86_64.
 
 ``greengrass/app/requirements-py<major><minor>.txt`` (one file per interpreter; the recipe's install step picks the
-one of the venv's Python) is resolved against the package index as pip on such a device would see it::
+one of the venv's Python) is looked up in the package index as pip on such a device would see it::
 
-    pip install --dry-run --ignore-installed --only-binary=:all: --python-version 3.10 \\
+    pip install --dry-run --ignore-installed --only-binary=:all: --no-deps --python-version 3.10 \\
         --platform manylinux_2_35_aarch64 --platform manylinux_2_34_aarch64 ... --target T --report R -r FILE
 
-with dependencies, and what pip would install must be exactly the file's pins: a pin without a wheel for that
-interpreter and platform, a transitive dependency the file lacks, or a conflict fails the test. Where the index
-cannot be reached the test is skipped with a reason that starts NOT CHECKED: it never passes unchecked.
+so every pin must have a wheel for that interpreter and platform (and allow that Python). pip's report gives each
+pin's ``Requires-Dist``; the closure of the app's requirements is then walked with that interpreter's environment
+markers (which ``--python-version`` does not change in pip) and must be exactly the pins: a dependency the file
+lacks, a pin outside its dependents' range, or a pin nothing needs fails the test. Where the index cannot be
+reached the test is skipped with a reason that starts NOT CHECKED: it never passes unchecked.
 
 Regenerate a file (direct dependencies from pyproject.toml, both architectures must agree)::
 

@@ -38,6 +38,15 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from .ask import AskOptions, ask
+
+    texts = tuple(args.texts) or tuple(line.rstrip("\n") for line in sys.stdin if line.strip())
+    return ask(AskOptions(broker=args.broker, thing=args.thing, texts=texts, client_id=args.client_id or "",
+                          ca=args.ca, cert=args.cert, key=args.key, timeout_s=args.timeout,
+                          default_reply_topic=args.default_reply_topic))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m edge_runtime", description="On-device intent classification.")
     parser.add_argument("--log-level", default=None, help="logging level (default: WARNING; serve: INFO)")
@@ -61,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the component configuration.")
     add_arguments(p)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("ask", help="send texts to a device's service over MQTT; print each reply as one JSON line",
+                       description="Send each text as a request on cmd/intents/<thing>/request and print each reply "
+                                   "(or error reply) as one JSON line. Exit status: 0 all replied, 1 an error reply, "
+                                   "3 no reply within --timeout, 2 bad arguments or a refused connection.")
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    p.add_argument("--thing", required=True, metavar="NAME", help="thing name of the device to ask")
+    p.add_argument("--ca", default=None, metavar="FILE", help="CA certificate (PEM) of the broker (mqtts://)")
+    p.add_argument("--cert", default=None, metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--key", default=None, metavar="FILE", help="client private key (PEM) for mutual TLS")
+    p.add_argument("--client-id", default=None, metavar="ID",
+                   help="MQTT client id (default: edge-intents-ask-<random>; on AWS IoT Core the requester's thing name)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for all replies (default 10)")
+    p.add_argument("--default-reply-topic", action="store_true",
+                   help="no MQTT 5 response topic: read replies on cmd/intents/<thing>/response")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: one per line on stdin)")
+    p.set_defaults(func=_ask)
     return parser
 
 

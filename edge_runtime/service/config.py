@@ -166,8 +166,8 @@ class ServiceConfig:
     bundle_public_key: str | None = _opt("Ed25519 public key (PEM) the bundle must be signed with; unsigned or "
                                          "badly signed bundles are refused (needs the 'signing' extra)", None,
                                          _opt_str, metavar="FILE")
-    client_id: str | None = _opt("MQTT client id (default: edge-intents-<thing>); stable, so the session persists",
-                                 None, _opt_str)
+    client_id: str | None = _opt("MQTT client id (default: the thing name, which AWS IoT thing policy variables "
+                                 "need); stable, so the session persists", None, _opt_str)
     keepalive_s: int = _opt("MQTT keep-alive in seconds", 30, _int)
     session_expiry_s: int = _opt("MQTT 5 session expiry in seconds: requests published while the service is away "
                                  "are kept by the broker this long", 3600, _int)
@@ -262,7 +262,9 @@ class ServiceConfig:
     # -- derived values -------------------------------------------------------------------------------------
     @property
     def mqtt_client_id(self) -> str:
-        return self.client_id or f"edge-intents-{self.thing}"
+        # AWS IoT resolves ${iot:Connection.Thing.ThingName} only for a client id equal to the thing name
+        # (infra/iot.yaml); https://docs.aws.amazon.com/iot/latest/developerguide/thing-policy-variables.html
+        return self.client_id or self.thing
 
     @property
     def allowed_reply_prefixes(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import pytest
 
 from cloud.errors import CloudError
 from cloud.greengrass import ComponentBuildError, build_components, main, validate_recipe
+from tests.conftest import REPO
 from tests.greengrass.conftest import register_tiny
 
 
@@ -47,7 +48,8 @@ def test_the_app_component_ships_the_wheel_and_the_pinned_requirements(built):
     app_zip = built.out / "artifacts" / app["name"] / app["version"] / "app.zip"
     with zipfile.ZipFile(app_zip) as zf:
         names = sorted(zf.namelist())
-        assert names == sorted(["requirements.txt", app["wheel"]]) and app["wheel"].startswith("slm_intents-")
+        pins = sorted(p.name for p in (REPO / "greengrass" / "app").glob("requirements-py*.txt"))
+        assert pins and names == sorted([*pins, app["wheel"]]) and app["wheel"].startswith("slm_intents-")
         with zipfile.ZipFile(zf.open(app["wheel"])) as wheel:
             assert "edge_runtime/service/runner.py" in wheel.namelist()
     recipe = json.loads(Path(app["recipe"]).read_text())

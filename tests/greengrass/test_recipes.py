@@ -57,16 +57,21 @@ def test_the_app_depends_hard_on_the_model_and_reads_the_bundle_the_model_links(
 def test_the_app_runs_the_service_from_its_venv_with_the_pinned_requirements():
     for manifest in APP.template["Manifests"]:
         install = manifest["Lifecycle"]["install"]["Script"]
-        assert "-m venv" in install and "app/requirements.txt" in install and "--no-deps" in install
+        # one pin file per interpreter: the step installs the one of the venv's Python (requirements-py310.txt ...)
+        assert "-m venv" in install and '"$app/requirements-py$v.txt"' in install and "--no-deps" in install
+        assert "--quiet" not in install  # an install of minutes on a Pi shows its progress in the component log
         assert manifest["Lifecycle"]["run"]["Script"] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
-    pins = [line for line in (APP.root / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
-    assert all(re.match(r"^[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*$", line) for line in pins), "every requirement is pinned"
-    pinned = {line.split("==")[0].lower().replace("_", "-") for line in pins}
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = project["dependencies"] + project["optional-dependencies"]["mqtt"] + project["optional-dependencies"]["greengrass"]
-    for requirement in needed:
-        assert re.split(r"[<>=!~ \[]", requirement)[0].lower() in pinned, requirement
+    pin_files = sorted(APP.root.glob("requirements-py3*.txt"))
+    assert pin_files
+    for pin_file in pin_files:
+        pins = [line for line in pin_file.read_text().splitlines() if line and not line.startswith("#")]
+        assert all(re.match(r"^[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*$", line) for line in pins), "every requirement is pinned"
+        pinned = {line.split("==")[0].lower().replace("_", "-") for line in pins}
+        for requirement in needed:
+            assert re.split(r"[<>=!~ \[]", requirement)[0].lower() in pinned, (pin_file.name, requirement)
 
 
 def test_default_configuration_keys_are_service_settings_passed_through_the_environment():

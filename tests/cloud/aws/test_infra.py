@@ -27,8 +27,8 @@ def _resources(template, kind: str):
 
 
 def test_the_templates_are_there():
-    assert [p.name for p in TEMPLATES] == ["cicd.yaml", "greengrass-role.yaml", "iot.yaml", "sagemaker-role.yaml",
-                                           "storage.yaml"]
+    assert [p.name for p in TEMPLATES] == ["cicd.yaml", "greengrass-core.yaml", "greengrass-role.yaml", "iot.yaml",
+                                           "sagemaker-role.yaml", "storage.yaml"]
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
@@ -66,7 +66,8 @@ def _statements(template):
             yield from each(res["Properties"]["PolicyDocument"]["Statement"])
 
 
-@pytest.mark.parametrize("name", ["sagemaker-role.yaml", "greengrass-role.yaml", "iot.yaml", "cicd.yaml"])
+@pytest.mark.parametrize("name", ["sagemaker-role.yaml", "greengrass-role.yaml", "iot.yaml", "greengrass-core.yaml",
+                                  "cicd.yaml"])
 def test_no_statement_allows_every_action(name):
     for st in _statements(_load(name)):
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
@@ -91,8 +92,8 @@ def test_device_policy_is_scoped_to_its_own_contract_4_topics():
     text = json.dumps(device)
     thing = "${!iot:Connection.Thing.ThingName}"
     for topic in (f"topicfilter/cmd/intents/{thing}/request", f"topic/cmd/intents/{thing}/request",
-                  f"topic/cmd/intents/{thing}/response", f"topic/dt/intents/{thing}/telemetry",
-                  f"topic/dt/intents/{thing}/status"):
+                  f"topic/cmd/intents/{thing}/response", f"topic/cmd/intents/{thing}/response/*",
+                  f"topic/dt/intents/{thing}/telemetry", f"topic/dt/intents/{thing}/status"):
         assert topic in text
     resources = [r for st in device for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
     assert all(thing in json.dumps(r) for r in resources)  # nothing outside the device's own topics

@@ -27,7 +27,7 @@ def test_defaults_are_the_documented_ones():
     cfg = from_sources(BASE, env={})
     assert cfg.transport is TransportKind.MQTT and cfg.broker == "mqtt://127.0.0.1:1883"
     assert (cfg.max_batch, cfg.batch_window_ms, cfg.queue_size, cfg.max_text_chars) == (32, 5.0, 256, 512)
-    assert cfg.mqtt_client_id == "edge-intents-kitchen-pi"
+    assert cfg.mqtt_client_id == "kitchen-pi"  # the thing name: what the IoT policy's thing variables need
     assert cfg.allowed_reply_prefixes == ("cmd/intents/kitchen-pi/response",)
     assert cfg.broker_address == ("mqtt", "127.0.0.1", 1883)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -159,6 +159,8 @@ def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, tran
     own_classifier = classifier is None
     reloader = None
     updater = None
+    # Watched from before the load: a change made while the model loads is noticed too.
+    watch = _BundleWatch(config.bundle) if own_classifier and config.bundle_poll_s > 0 else None
     if classifier is None:
         initial, cleanup = load_verified(config.bundle, public_key=config.bundle_public_key, **_load_options(config))
         classifier = SwappableClassifier(initial, cleanup=cleanup)
@@ -179,7 +181,6 @@ def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, tran
         if wait_connected is not None and not wait_connected(10.0):
             log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
                         config.broker)
-        watch = _BundleWatch(config.bundle) if reloader is not None and config.bundle_poll_s > 0 else None
         next_look = time.monotonic() + config.bundle_poll_s
         try:
             # Polled, not waited on: see _Signals. is_set() reads the flag without the event's lock.

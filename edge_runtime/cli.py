@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main"]
 
@@ -44,12 +44,12 @@ def _stdin_texts() -> list[str]:
     return lines
 
 
-def _answers(clf: object, texts: list[str], max_text_chars: int) -> list[dict[str, object]]:
+def _answers(clf: Any, texts: list[str], max_text_chars: int) -> list[dict[str, Any]]:
     """Each text's answer or error body, by the service's rules (:func:`~edge_runtime.service.protocol.check_text`)."""
     from .service.errors import RequestError
     from .service.protocol import check_text
 
-    bodies: list[dict[str, object] | None] = []
+    bodies: list[dict[str, Any] | None] = []
     for text in texts:
         try:
             check_text(text, max_text_chars)
@@ -57,19 +57,19 @@ def _answers(clf: object, texts: list[str], max_text_chars: int) -> list[dict[st
         except RequestError as exc:
             bodies.append({"error": {"code": exc.code, "message": exc.message}})
     todo = [i for i, b in enumerate(bodies) if b is None]
-    for i, body in zip(todo, _classify(clf, [texts[i] for i in todo])):
+    for i, body in zip(todo, _classify(clf, [texts[i] for i in todo]), strict=True):
         bodies[i] = body
     return [b for b in bodies if b is not None]
 
 
-def _classify(clf: object, texts: list[str]) -> list[dict[str, object]]:
+def _classify(clf: Any, texts: list[str]) -> list[dict[str, Any]]:
     from .errors import EdgeRuntimeError
     from .service.protocol import ErrorCode
 
     if not texts:
         return []
     try:
-        return [p.to_dict() for p in clf.predict_batch(texts)]  # type: ignore[attr-defined]
+        return [p.to_dict() for p in clf.predict_batch(texts)]
     except EdgeRuntimeError as exc:  # the model failed on this batch: find the text(s) it failed on
         if len(texts) > 1:
             return [body for t in texts for body in _classify(clf, [t])]

@@ -96,8 +96,10 @@ def remove_stale_staging(parent: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
+        if not entry.name.startswith(STAGING_PREFIX):
+            continue
         pid = entry.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if not entry.name.startswith(STAGING_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():

@@ -7,8 +7,8 @@ The model is loaded the way every later update is (:func:`.reload.load_verified`
 private directory, the copy verified (signature when ``bundle_public_key`` is set, nothing unlisted, every sha256)
 and loaded, so the bytes that run are the bytes that were checked. SIGHUP, or a change seen in the bundle directory
 every ``bundle_poll_s`` seconds, updates the model without a restart (:mod:`.reload`): on a thread of its own (the
-main thread keeps watching for SIGTERM), the new bundle is loaded so beside the serving one, then swapped in at
-the next batch; a bundle that fails is refused and the old model keeps serving. SIGUSR1 dumps every thread's
+main thread keeps watching for SIGTERM), the new bundle is loaded the same way beside the serving one, then swapped
+in at the next batch; a bundle that fails is refused and the old model keeps serving. SIGUSR1 dumps every thread's
 stack to stderr (see :mod:`edge_runtime.cli`).
 """
 

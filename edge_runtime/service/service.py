@@ -12,8 +12,10 @@ published, whatever is raised while decoding, predicting or encoding it (an unex
 (Mosquitto's ``max_inflight_messages`` is 20), so a message left unacknowledged would soon stop all delivery.
 Two kinds of message are acknowledged and not answered, each counted: a retained request (``retained_ignored``:
 requests are commands, and a retained one would be answered again at every start) and, with
-``max_request_age_s``, a request whose ``ts`` is older than that (``expired``). A reply goes to the request's MQTT 5 response topic (with its correlation data) when that topic lies
-under an allowed prefix, else to ``cmd/intents/<thing>/response``; a response topic outside the prefixes gets a
+``max_request_age_s``, a request whose ``ts`` is older than that (``expired``).
+
+A reply goes to the request's MQTT 5 response topic (with its correlation data) when that topic lies under an
+allowed prefix, else to ``cmd/intents/<thing>/response``; a response topic outside the prefixes gets a
 ``forbidden_topic`` error on the default topic, so a request cannot make the service publish anywhere else.
 """
 

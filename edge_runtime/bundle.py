@@ -40,8 +40,9 @@ from .errors import (
     UnsupportedFormatError,
 )
 
-__all__ = ["BUNDLE_FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "MAX_LENGTH_LIMIT", "Manifest", "Bundle",
-           "write_bundle", "zip_bundle", "stage_bundle", "sha256_file"]
+__all__ = ["BUNDLE_FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "MAX_LENGTH_LIMIT", "Manifest",
+           "Bundle", "write_bundle", "zip_bundle", "stage_bundle", "read_manifest", "account_for_tree", "open_regular",
+           "sha256_file"]
 
 BUNDLE_FORMAT = "slm-intents-edge-bundle"
 #: Bumped only when a reader of the old version would misread a new bundle.
@@ -211,7 +212,9 @@ def _check_backend_paths(backend: str, entry: Mapping[str, Any], files: Mapping[
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, int) and value.bit_length() >= 200:  # repr() of a huge int can raise, and says nothing
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify texts (arguments, or one per line on stdin); one JSON line each",
                        formatter_class=HelpFormatter,
-                       description="Classify texts: one JSON line each, in order. A text the service would refuse gets "
-                                   "an error line with the service's code (empty_text, text_too_long, bad_encoding) and "
-                                   "the exit status is 1.")
+                       description="Classify texts: one JSON line each, in order. A text the service would refuse "
+                                   "gets an error line with the service's code (empty_text, text_too_long, "
+                                   "bad_encoding) and the exit status is 1.")
     p.add_argument("--bundle", required=True, help="edge bundle directory")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "dlr", "fake"],
                    help="inference backend")

@@ -23,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--bundle", required=True, help="edge bundle directory")
     parser.add_argument("--profile", default=None, help="budget profile (default: x86-ci on x86_64, rpi4 on arm64)")
-    parser.add_argument("--budgets", default=None, help="budgets JSON (default: the budgets shipped with the package, bench/budgets.json)")
+    parser.add_argument("--budgets", default=None,
+                        help="budgets JSON (default: the budgets shipped with the package, bench/budgets.json)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the result JSON here")
     parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "dlr", "fake"],
                         help="inference backend")

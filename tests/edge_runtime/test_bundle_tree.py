@@ -153,7 +153,8 @@ def test_staging_copies_the_listed_files_only_and_refuses_a_stray_file_before_co
     copy = stage_bundle(neo_bundle, tmp_path / "copy")
     assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == sorted(
         ["manifest.json", "manifest.sig", "model.onnx", "tokenizer.json", "dlr/compiled.so", "dlr/compiled.params"])
-    assert (copy.stat().st_mode & 0o077) == 0 and Bundle.load(copy).manifest.files == Bundle.load(neo_bundle).manifest.files
+    assert (copy.stat().st_mode & 0o077) == 0
+    assert Bundle.load(copy).manifest.files == Bundle.load(neo_bundle).manifest.files
     # Given a stray file: nothing is copied
     (neo_bundle / "dlr" / "libdlr.so").write_bytes(b"x")
     with pytest.raises(IntegrityError, match="libdlr.so"):
@@ -198,8 +199,8 @@ def test_a_missing_listed_file_is_still_named(neo_bundle):
 
 def test_dlr_is_told_never_to_take_a_library_from_the_model_folder(neo_bundle, monkeypatch):
     # dlr 1.10's DLRModel(model_path, dev_type, dev_id, error_log_file, use_default_dlr=False) loads
-    # <model_path>/libdlr.so when one exists unless use_default_dlr is True (dlr/libpath.py, find_lib_path). The stand-in
-    # keeps that rule: given a libdlr.so in the folder, it "loads" it unless told otherwise.
+    # <model_path>/libdlr.so when one exists unless use_default_dlr is True (dlr/libpath.py, find_lib_path). The
+    # stand-in keeps that rule: given a libdlr.so in the folder, it "loads" it unless told otherwise.
     loaded: list[str] = []
 
     class DLRModel:

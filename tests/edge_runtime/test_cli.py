@@ -19,8 +19,8 @@ def test_public_api_is_pinned():
     assert sorted(edge_runtime.__all__) == sorted([
         "BUNDLE_FORMAT", "FORMAT_VERSION", "Backend", "BackendError", "BackendName", "BackendUnavailableError",
         "Bundle", "BundleError", "BundleNotFoundError", "EdgeRuntimeError", "InputError", "IntegrityError",
-        "IntentClassifier", "Manifest", "ManifestError", "MissingFileError", "Prediction", "SignatureError", "SpoolError",
-        "UnsupportedFormatError",
+        "IntentClassifier", "Manifest", "ManifestError", "MissingFileError", "Prediction", "SignatureError",
+        "SpoolError", "UnsupportedFormatError",
         "load_backend", "write_bundle", "zip_bundle"])
     for name in edge_runtime.__all__:
         assert hasattr(edge_runtime, name)

@@ -165,8 +165,8 @@ def test_fuzzing_the_service_over_the_broker(logging_broker, tiny_bundle, tmp_pa
             assert f"Sending PUBLISH to edge-intents-{thing} (d1" not in broker.log.read_text(errors="replace")
             record_property("fuzz_inputs", FUZZ_INPUTS)
             print(f"\nfuzz: {FUZZ_INPUTS} inputs in {elapsed:.1f} s, 0 crashes; {sent} PUBLISHes to the service, "
-                  f"{acked} PUBACKs, 0 redeliveries; service RSS {rss_warm:.1f} MB after pass 1, {rss_end:.1f} MB after "
-                  f"pass 2 ({growth:+.1f} MB); {dict(sorted(kinds.items()))}")
+                  f"{acked} PUBACKs, 0 redeliveries; service RSS {rss_warm:.1f} MB after pass 1, {rss_end:.1f} MB "
+                  f"after pass 2 ({growth:+.1f} MB); {dict(sorted(kinds.items()))}")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -39,7 +39,7 @@ def versions(tmp_path_factory):  # type: ignore[no-untyped-def]
     return bundles, answers
 
 
-def _swap_model_after_the_checks(monkeypatch, target: Path, attacker: Path) -> list[int]:  # type: ignore[no-untyped-def]
+def _swap_model_after_the_checks(monkeypatch, target: Path, attacker: Path) -> list[int]:
     """Replace ``target``'s model.onnx with the attacker's bytes at the last moment: after every check, just before
     the backend opens its model file."""
     import edge_runtime.classifier as classifier_module

@@ -115,7 +115,8 @@ def test_a_spool_file_that_is_not_a_database_is_moved_aside_and_recreated(tmp_pa
     with Spool(path) as spool:
         assert spool.recreated == 1 and spool.durable and spool.recovered is not None
         moved = Path(spool.recovered["moved_to"])
-        assert moved.read_bytes().startswith(b"this is not a database") and "not a database" in spool.recovered["reason"]
+        assert moved.read_bytes().startswith(b"this is not a database")
+        assert "not a database" in spool.recovered["reason"]
         spool.put("t", b"m1")
         assert [p for _, _, p in spool.peek(10)] == [b"m1"]
     with Spool(path) as again:

@@ -93,6 +93,9 @@ class Spool:
     def _recover(self, error: BaseException) -> sqlite3.Connection:
         moved: str | None = f"{self.path}.broken-{int(time.time())}"
         try:
+            if any(word in str(error).lower() for word in ("locked", "busy")):
+                # another process holds a healthy file: leave it alone
+                raise OSError(f"{self.path} is in use by another process")
             for suffix in ("", "-wal", "-shm"):
                 if os.path.lexists(self.path + suffix):
                     os.replace(self.path + suffix, f"{moved}{suffix}")

@@ -167,3 +167,22 @@ def test_serve_with_a_corrupt_spool_serves_and_reports_the_loss(tiny_bundle, tmp
         bodies = [json.loads(p) for _, topic, p in after.peek(100) if topic == topics.telemetry]
     windows = [b for b in bodies if b.get("type") == "telemetry"]
     assert windows and windows[-1]["spool"]["recreated"] == 1 and windows[-1]["spool"]["durable"] is True
+
+
+def test_a_spool_held_by_another_process_is_left_alone(tmp_path):
+    import sqlite3
+
+    # Given a healthy spool file that another connection holds an exclusive lock on
+    path = tmp_path / "spool.sqlite"
+    Spool(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        # When the service opens it, Then the file is not moved aside; telemetry is kept in memory meanwhile
+        with Spool(path) as spool:
+            assert not spool.durable and spool.recovered["moved_to"] is None
+        assert path.exists() and not list(tmp_path.glob("spool.sqlite.broken-*"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -221,3 +221,30 @@ def test_with_a_key_configured_an_unsigned_shadow_candidate_is_refused(versions,
     with IntentClassifier.from_bundle(bundles["1"].root, backend="onnxruntime", threads=1) as clf, \
             pytest.raises(SignatureError, match="not signed"):
         fleet_observers(cfg, clf, FakeTransport(request_topic=Topics.for_thing(cfg.thing).request))
+
+
+def test_ten_updates_leave_one_staging_copy_and_no_growth(versions, tmp_path):
+    import psutil
+
+    bundles, answers = versions
+    model = SwappableClassifier(IntentClassifier.from_bundle(bundles["1"].root, backend="onnxruntime", threads=1))
+    reloader = BundleReloader(model, backend="onnxruntime", threads=1, staging_dir=str(tmp_path))
+    me = psutil.Process()
+    try:
+        # Given two updates done (allocators warm), When ten more alternate between two bundles, each served once
+        samples = []
+        for i in range(12):
+            version = "2" if i % 2 == 0 else "1"
+            reloader.load(bundles[version].root)
+            assert model.predict_batch([TEXT])[0].to_dict()["top"] == answers[version]
+            if i >= 1:
+                samples.append((me.memory_info().rss / 2**20, me.num_fds()))
+        # Then only the serving model's copy is on disk, and neither memory nor open files keep growing
+        assert len([p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]) == 1
+        rss_growth, fd_growth = samples[-1][0] - samples[0][0], samples[-1][1] - samples[0][1]
+        assert rss_growth < 16 and fd_growth < 5, samples  # a leak per update would add 10+
+        print(f"\n10 updates: RSS {samples[0][0]:.1f} -> {samples[-1][0]:.1f} MB, open files {samples[0][1]} -> "
+              f"{samples[-1][1]}")
+    finally:
+        model.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]

@@ -19,6 +19,7 @@ from .errors import (
     IntegrityError,
     ManifestError,
     MissingFileError,
+    SignatureError,
     SpoolError,
     UnsupportedFormatError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ManifestError",
     "MissingFileError",
     "Prediction",
+    "SignatureError",
     "SpoolError",
     "UnsupportedFormatError",
     "load_backend",

@@ -1,8 +1,16 @@
 """The edge bundle (contract 1): a directory with ``manifest.json`` and the files it lists.
 
 The bundle layout lives here and only here: the cloud side writes bundles with :func:`write_bundle`,
-the device reads them with :meth:`Bundle.load`, which verifies the format version and every file's
-sha256 before anything is handed to a backend.
+the device reads them with :meth:`Bundle.load`, which verifies the format version, that the directory holds
+exactly what the manifest lists, and every file's sha256 before anything is handed to a backend.
+
+The whole tree is accounted for, because a backend's library may load more than the file it was pointed at
+(DLR looks for ``libdlr.so`` beside the model): besides ``manifest.json`` and ``manifest.sig``, every entry is a
+listed regular file or a directory that holds one; an unlisted file or directory, a symlink, a device, a FIFO or
+a socket is an error that names it. Every path the manifest names (``files``, ``tokenizer``, a backend's ``file`` or
+``dir``) is relative, inside the bundle and listed. :func:`stage_bundle` copies a bundle into a private directory
+(listed regular files only, never following a link, never blocking on a special file), so what is verified is
+what is loaded.
 
 Example::
 
@@ -17,11 +25,12 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Mapping
 
 from .errors import (
     BundleNotFoundError,
@@ -31,20 +40,67 @@ from .errors import (
     UnsupportedFormatError,
 )
 
-__all__ = ["BUNDLE_FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "Bundle", "write_bundle", "zip_bundle", "sha256_file"]
+__all__ = ["BUNDLE_FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME", "MAX_LENGTH_LIMIT", "Manifest",
+           "Bundle", "write_bundle", "zip_bundle", "stage_bundle", "read_manifest", "account_for_tree", "open_regular",
+           "sha256_file"]
 
 BUNDLE_FORMAT = "slm-intents-edge-bundle"
 #: Bumped only when a reader of the old version would misread a new bundle.
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = frozenset({1})
 MANIFEST_NAME = "manifest.json"
+#: The Ed25519 signature of ``manifest.json`` (see :mod:`edge_runtime.signing`); not listed in the manifest.
+SIGNATURE_NAME = "manifest.sig"
+#: The longest ``max_length`` a manifest may ask for (MiniLM takes 512); beyond it the tokenizer would overflow.
+MAX_LENGTH_LIMIT = 1 << 16
+#: A manifest (or signature) larger than this is refused before it is parsed (real manifests are a few kB).
+MAX_MANIFEST_BYTES = 4 << 20
+_MAX_SIGNATURE_BYTES = 1024
 _CHUNK = 1 << 20
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open ``path`` for reading only if it is a regular file itself: never through a symlink, never a device or
+    FIFO (opened non-blocking, so a FIFO cannot hang the caller, then checked with ``fstat``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise IntegrityError(f"{path} is a symlink; a bundle holds regular files only") from None
+        raise MissingFileError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise IntegrityError(f"{path} is not a regular file ({_kind(mode)})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a regular file (never through a symlink), read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -103,17 +159,25 @@ class Manifest:
         labels = data["labels"]
         if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
             raise ManifestError(f"{source}: 'labels' must be a non-empty list of distinct strings")
-        if data["max_length"] < 2:
-            raise ManifestError(f"{source}: 'max_length' must be >= 2")
+        if not 2 <= data["max_length"] <= MAX_LENGTH_LIMIT:
+            raise ManifestError(f"{source}: 'max_length' must be between 2 and {MAX_LENGTH_LIMIT}, got "
+                                f"{_short(data['max_length'])}")
         for rel, entry in data["files"].items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-                raise ManifestError(f"{source}: files[{rel!r}] needs a 'sha256' string")
             _check_relative(rel, source)
+            if rel in (MANIFEST_NAME, SIGNATURE_NAME):
+                raise ManifestError(f"{source}: {rel!r} cannot be listed in 'files'")
+            sha = entry.get("sha256") if isinstance(entry, dict) else None
+            if not isinstance(sha, str) or len(sha) != 64 or not set(sha) <= _SHA256_HEX:
+                raise ManifestError(f"{source}: files[{rel!r}] needs a 'sha256' of 64 lower-case hex digits")
+            size = entry.get("bytes")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise ManifestError(f"{source}: files[{rel!r}]['bytes'] must be a non-negative integer")
         if data["tokenizer"] not in data["files"]:
             raise ManifestError(f"{source}: tokenizer {data['tokenizer']!r} is not listed in 'files'")
         for backend, entry in data["backends"].items():
             if not isinstance(entry, dict):
                 raise ManifestError(f"{source}: backends[{backend!r}] must be an object")
+            _check_backend_paths(backend, entry, data["files"], source)
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["labels"] = tuple(labels)
@@ -123,10 +187,47 @@ class Manifest:
         return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
 
 
-def _check_relative(rel: str, source: str) -> None:
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not rel:
-        raise ManifestError(f"{source}: file path {rel!r} must be relative and inside the bundle")
+def _check_relative(rel: Any, source: str) -> None:
+    """A bundle path is a normalised relative POSIX path: no leading '/', no '.', '..' or empty parts."""
+    ok = isinstance(rel, str) and rel != "" and "\\" not in rel and "\0" not in rel
+    if ok:
+        p = PurePosixPath(rel)
+        ok = not p.is_absolute() and p.as_posix() == rel and not {".", ".."} & set(rel.split("/"))
+    if not ok:
+        raise ManifestError(f"{source}: path {_short(rel)} must be relative and inside the bundle")
+
+
+def _check_backend_paths(backend: str, entry: Mapping[str, Any], files: Mapping[str, Any], source: str) -> None:
+    """A backend's ``file`` must be a listed file and its ``dir`` must hold listed files: a backend never loads
+    anything the manifest (and so the signature) does not cover."""
+    if "file" in entry:
+        _check_relative(entry["file"], source)
+        if entry["file"] not in files:
+            raise ManifestError(f"{source}: backends[{backend!r}]['file'] {entry['file']!r} is not listed in 'files'")
+    if "dir" in entry:
+        _check_relative(entry["dir"], source)
+        if entry["dir"] in files or not any(rel.startswith(entry["dir"] + "/") for rel in files):
+            raise ManifestError(f"{source}: backends[{backend!r}]['dir'] {entry['dir']!r} is not a directory of "
+                                "files listed in 'files'")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, int) and value.bit_length() >= 200:  # repr() of a huge int can raise, and says nothing
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_manifest(data: bytes, source: str) -> "Manifest":
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than sys.get_int_max_str_digits() digits
+        raise ManifestError(f"{source}: not valid JSON ({str(exc)[:200]})") from None
+    return Manifest.from_dict(obj, source=source)
 
 
 @dataclass(frozen=True)
@@ -142,17 +243,14 @@ class Bundle:
 
         Raises a :class:`~edge_runtime.errors.BundleError` subclass naming what is wrong.
         """
+        return cls.from_manifest_bytes(path, read_manifest(path), verify=verify)
+
+    @classmethod
+    def from_manifest_bytes(cls, path: str | os.PathLike[str], data: bytes, *, verify: bool = True) -> "Bundle":
+        """The bundle at ``path`` described by ``data`` (the manifest's bytes, e.g. the ones a signature was checked
+        on); with ``verify``, the directory is checked against it."""
         root = Path(path)
-        manifest_path = root / MANIFEST_NAME
-        if not root.is_dir():
-            raise BundleNotFoundError(f"bundle directory not found: {root}")
-        if not manifest_path.is_file():
-            raise BundleNotFoundError(f"no {MANIFEST_NAME} in bundle directory {root}")
-        try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{manifest_path}: not valid JSON ({exc})") from None
-        bundle = cls(root, Manifest.from_dict(data, source=str(manifest_path)))
+        bundle = cls(root, _parse_manifest(data, str(root / MANIFEST_NAME)))
         if verify:
             bundle.verify()
         return bundle
@@ -161,15 +259,14 @@ class Bundle:
         return self.root / rel
 
     def verify(self) -> None:
-        """Check that every file in the manifest exists and has its recorded sha256."""
+        """Check that the directory holds exactly the listed files (see the module docstring) with their sha256."""
+        account_for_tree(self.root, self.manifest)
         for rel, entry in self.manifest.files.items():
             path = self.root / rel
-            if not path.is_file():
-                raise MissingFileError(f"bundle {self.root}: file {rel!r} listed in the manifest is missing")
             size = entry.get("bytes")
-            if isinstance(size, int) and path.stat().st_size != size:
+            if isinstance(size, int) and path.lstat().st_size != size:
                 raise IntegrityError(
-                    f"bundle {self.root}: {rel!r} has {path.stat().st_size} bytes, manifest says {size} (truncated?)"
+                    f"bundle {self.root}: {rel!r} has {path.lstat().st_size} bytes, manifest says {size} (truncated?)"
                 )
             actual = sha256_file(path)
             if actual != entry["sha256"]:
@@ -179,6 +276,78 @@ class Bundle:
 
     def backend_entry(self, name: str) -> Mapping[str, Any] | None:
         return self.manifest.backends.get(name)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``manifest.json`` in the bundle directory ``path`` (a regular file, at most 4 MiB)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleNotFoundError(f"bundle directory not found: {root}")
+    if not os.path.lexists(root / MANIFEST_NAME):
+        raise BundleNotFoundError(f"no {MANIFEST_NAME} in bundle directory {root}")
+    return _read_bounded(root / MANIFEST_NAME, MAX_MANIFEST_BYTES)
+
+
+def account_for_tree(root: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Raise :class:`IntegrityError` naming the first entry under ``root`` that the manifest does not account for,
+    :class:`MissingFileError` for a listed file that is absent. Links are never followed (``root`` itself may be one,
+    as a deployment's ``current`` link is)."""
+    root = Path(root)
+    listed = set(manifest.files)
+    dirs = {p.as_posix() for rel in listed for p in PurePosixPath(rel).parents if p.as_posix() != "."}
+    extras = {MANIFEST_NAME, SIGNATURE_NAME}
+    seen: set[str] = set()
+    pending = [("", root)]
+    while pending:
+        prefix, folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode) and rel in dirs:
+                    pending.append((rel + "/", Path(entry.path)))
+                elif stat.S_ISREG(mode) and (rel in listed or (not prefix and rel in extras)):
+                    seen.add(rel)
+                elif stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+                    raise IntegrityError(f"bundle {root}: {'directory' if stat.S_ISDIR(mode) else 'file'} {rel!r} is "
+                                         "not listed in the manifest (a bundle holds only what it lists)")
+                else:
+                    raise IntegrityError(f"bundle {root}: {rel!r} is {_kind(mode)}; a bundle holds regular files only")
+    missing = sorted(listed - seen)
+    if missing:
+        raise MissingFileError(f"bundle {root}: file {missing[0]!r} listed in the manifest is missing")
+
+
+def stage_bundle(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Copy the bundle at ``source`` into the new directory ``dest``: its manifest, its signature (if any) and the
+    files the manifest lists, nothing else; return ``dest``.
+
+    The source is checked first (:func:`account_for_tree`), so a bundle with a stray file, symlink or device is
+    refused before anything is copied, and each file is opened with :func:`open_regular`, so a file swapped for a
+    link or a FIFO meanwhile is refused too, without blocking. ``dest`` is made with mode 0700. The copy is *not*
+    verified here: verify it (signature, sha256) and load it, and nothing that can change the source matters.
+    """
+    src, out = Path(source), Path(dest)
+    manifest_bytes = read_manifest(src)
+    manifest = _parse_manifest(manifest_bytes, str(src / MANIFEST_NAME))
+    account_for_tree(src, manifest)
+    out.mkdir(mode=0o700)
+    (out / MANIFEST_NAME).write_bytes(manifest_bytes)
+    if os.path.lexists(src / SIGNATURE_NAME):
+        (out / SIGNATURE_NAME).write_bytes(_read_bounded(src / SIGNATURE_NAME, _MAX_SIGNATURE_BYTES))
+    for rel, entry in sorted(manifest.files.items()):
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A listed size bounds the copy: a file that grows while it is copied cannot fill the disk.
+        limit = entry.get("bytes") if isinstance(entry.get("bytes"), int) else None
+        with open_regular(src / rel) as fh, open(target, "xb") as dst:
+            copied = 0
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                copied += len(chunk)
+                if limit is not None and copied > limit:
+                    raise IntegrityError(f"bundle {src}: {rel!r} is larger than the {limit} bytes the manifest lists")
+                dst.write(chunk)
+    return out
 
 
 def write_bundle(

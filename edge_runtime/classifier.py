@@ -10,7 +10,7 @@ import numpy as np
 
 from .backends import Backend, BackendName, load_backend
 from .bundle import Bundle
-from .errors import BundleError, EdgeRuntimeError, InputError
+from .errors import BackendError, BundleError, EdgeRuntimeError, InputError
 from .tokenizer import IntentTokenizer
 
 __all__ = ["IntentClassifier", "Prediction"]
@@ -120,7 +120,14 @@ class IntentClassifier:
         if not self.batch_independent and len(texts) > 1:
             return np.concatenate([self._outputs([t]) for t in texts])
         enc = self.tokenizer.encode(texts)
-        return np.asarray(self.backend.run(enc.feeds(self.backend.input_names)), dtype=np.float32)
+        outputs = np.asarray(self.backend.run(enc.feeds(self.backend.input_names)), dtype=np.float32)
+        # A NaN or Inf score has no probability and no JSON form: an error for this batch (and at load, and at a
+        # reload's warm-up), never an answer.
+        finite = np.isfinite(outputs)
+        if not finite.all():
+            bad = int((~finite.reshape(len(outputs), -1).all(axis=1)).sum()) if outputs.ndim >= 1 and len(outputs) else 0
+            raise BackendError(f"the model gave non-finite scores (NaN or Inf) for {bad} of {len(texts)} text(s)")
+        return outputs
 
     def _decode(self, probs: np.ndarray, out_of_scope: np.ndarray | None = None) -> list[Prediction]:
         order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
@@ -134,7 +141,8 @@ class IntentClassifier:
         return results
 
     def _check_output_size(self) -> None:
-        # One tiny run at load: catches a label list that does not match the model and warms the session.
+        # One tiny run at load: catches a label list that does not match the model, a model whose scores are not
+        # finite, and warms the session.
         try:
             outputs = self._outputs([""])
         except EdgeRuntimeError:

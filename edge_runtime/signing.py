@@ -1,8 +1,10 @@
 """Bundle signatures: an Ed25519 signature over ``manifest.json``, checked on the device before anything loads.
 
-The manifest carries every file's sha256, so signing the manifest's exact bytes covers the whole bundle:
-:func:`verify_bundle` checks the signature first, then lets :meth:`Bundle.load` check every file against the
-(now trusted) manifest. The signature lives next to the manifest as ``manifest.sig`` (base64 of the 64 raw
+The manifest carries every file's sha256, and a bundle may hold nothing it does not list, so signing the
+manifest's exact bytes covers the whole bundle: :func:`verify_bundle` checks the signature on the manifest's bytes,
+then checks the directory against the manifest parsed from those same bytes (every file's sha256, nothing
+unlisted). Verify a private copy (:func:`edge_runtime.bundle.stage_bundle`) and load that copy, or the bytes loaded
+may not be the bytes checked. The signature lives next to the manifest as ``manifest.sig`` (base64 of the 64 raw
 signature bytes); it is not listed in the manifest, so signing never changes what is signed.
 
 The ``cryptography`` package is imported only here and only when a key is used (``pip install
@@ -18,20 +20,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from .bundle import MANIFEST_NAME, Bundle
-from .errors import BundleNotFoundError, SignatureError
+from .bundle import SIGNATURE_NAME, Bundle, open_regular, read_manifest
+from .errors import BundleError, ManifestError, SignatureError
 
 __all__ = ["SIGNATURE_NAME", "load_public_key", "verify_manifest_bytes", "verify_bundle", "encode_signature",
            "decode_signature"]
 
-SIGNATURE_NAME = "manifest.sig"
-#: A manifest larger than this is refused before it is hashed or parsed (real ones are a few kB).
-_MAX_MANIFEST_BYTES = 4 << 20
+_MAX_SIGNATURE_BYTES = 1024
 
 
 def _crypto() -> Any:
@@ -105,17 +104,20 @@ def verify_bundle(path: str | os.PathLike[str], public_key: Any) -> Bundle:
     if not hasattr(public_key, "verify"):
         public_key = load_public_key(public_key)
     root = Path(path)
-    manifest_path, sig_path = root / MANIFEST_NAME, root / SIGNATURE_NAME
-    if not manifest_path.is_file():
-        raise BundleNotFoundError(f"no {MANIFEST_NAME} in bundle directory {root}")
-    if not sig_path.is_file():
+    try:
+        manifest = read_manifest(root)
+    except ManifestError as exc:
+        raise SignatureError(f"bundle {root}: {exc}") from None
+    sig_path = root / SIGNATURE_NAME
+    if not os.path.lexists(sig_path):
         raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_NAME}) and a public key is configured")
-    if manifest_path.stat().st_size > _MAX_MANIFEST_BYTES or sig_path.stat().st_size > 1024:
-        raise SignatureError(f"bundle {root}: {MANIFEST_NAME} or {SIGNATURE_NAME} is implausibly large")
-    manifest = manifest_path.read_bytes()
-    verify_manifest_bytes(manifest, decode_signature(sig_path.read_bytes()), public_key)
-    bundle = Bundle.load(root)
-    # The manifest was read twice; a swap in between must not slip an unsigned manifest past the check.
-    if hashlib.sha256(manifest_path.read_bytes()).digest() != hashlib.sha256(manifest).digest():
-        raise SignatureError(f"bundle {root}: {MANIFEST_NAME} changed while it was being verified")
-    return bundle
+    try:
+        with open_regular(sig_path) as fh:
+            signature = fh.read(_MAX_SIGNATURE_BYTES + 1)
+    except BundleError as exc:
+        raise SignatureError(f"bundle {root}: {exc}") from None
+    if len(signature) > _MAX_SIGNATURE_BYTES:
+        raise SignatureError(f"bundle {root}: {SIGNATURE_NAME} is implausibly large")
+    verify_manifest_bytes(manifest, decode_signature(signature), public_key)
+    # Parsed from the bytes whose signature was checked: a manifest swapped on disk meanwhile changes nothing.
+    return Bundle.from_manifest_bytes(root, manifest)

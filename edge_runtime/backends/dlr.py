@@ -72,7 +72,9 @@ class DlrBackend:
         if threads:
             os.environ.setdefault("TVM_NUM_THREADS", str(threads))
         try:
-            self._model = dlr.DLRModel(os.fspath(model_dir), dev_type="cpu")
+            # use_default_dlr: without it DLR loads a ``libdlr.so`` found in the model folder before its own, which
+            # would let a file beside the artifact run native code (dlr/libpath.py: find_lib_path).
+            self._model = dlr.DLRModel(os.fspath(model_dir), dev_type="cpu", use_default_dlr=True)
         except Exception as exc:  # DLRLibraryNotFound and friends share no public base class
             raise BackendUnavailableError(f"DLR cannot load {model_dir}: {type(exc).__name__}: {exc}") from None
         self.input_names = tuple(self._model.get_input_names())

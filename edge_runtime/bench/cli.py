@@ -17,12 +17,17 @@ def _default_profile() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_runtime.bench", description=__doc__)
+    from .._argparse import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="python -m edge_runtime.bench", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--bundle", required=True, help="edge bundle directory")
     parser.add_argument("--profile", default=None, help="budget profile (default: x86-ci on x86_64, rpi4 on arm64)")
-    parser.add_argument("--budgets", default=None, help="budgets JSON (default: bench/budgets.json)")
+    parser.add_argument("--budgets", default=None,
+                        help="budgets JSON (default: the budgets shipped with the package, bench/budgets.json)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the result JSON here")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "dlr", "fake"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "dlr", "fake"],
+                        help="inference backend")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     parser.add_argument("--iterations", type=int, default=500, help="batch-1 predictions timed")
     parser.add_argument("--batches", type=int, default=30, help="batches timed per batch size")

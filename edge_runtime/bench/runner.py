@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import BackendError
 from .utterances import UTTERANCES
 
 __all__ = ["BenchResult", "run_bench", "load_budgets", "check_budget", "default_budgets_path", "peak_rss_mb"]
@@ -116,7 +117,8 @@ def measure_cold_start(bundle: str, backend: str, threads: int | None, runs: int
         )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0 or "FIRST_PREDICTION" not in proc.stdout:
-            raise RuntimeError(f"cold-start process failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BackendError(f"the cold-start process failed (exit {proc.returncode}): {last[-300:]}")
         times.append(elapsed)
     return float(np.median(times))
 
@@ -135,9 +137,11 @@ def run_bench(bundle: str | os.PathLike[str], *, backend: str = "auto", threads:
               iterations: int = 500, warmup: int = 50, batches: int = 30, cold_runs: int = 3,
               utterances: Sequence[str] = UTTERANCES) -> BenchResult:
     """Measure one bundle in this process (and cold start in fresh ones)."""
+    from ..bundle import Bundle
     from ..classifier import IntentClassifier
 
     bundle = str(bundle)
+    Bundle.load(bundle, verify=False)  # a missing or malformed bundle is one clear error, before any process starts
     cold = measure_cold_start(bundle, backend, threads, cold_runs) if cold_runs else float("nan")
     t0 = time.perf_counter()
     clf = IntentClassifier.from_bundle(bundle, backend=backend, threads=threads)

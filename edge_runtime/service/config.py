@@ -195,6 +195,8 @@ class ServiceConfig:
                                 "target of a symlink) is verified and swapped in without a restart (0: only on "
                                 "SIGHUP)", 0.0, _float)
     drain_timeout_s: float = _opt("on SIGTERM, how long to wait for in-flight requests, in seconds", 5.0, _float)
+    max_request_age_s: float = _opt("a request whose 'ts' is older than this many seconds is not answered (counted as "
+                                    "expired; 0: any age)", 0.0, _float)
     telemetry_interval: float = _opt("seconds between telemetry messages on dt/intents/<thing>/telemetry "
                                      "(0: no telemetry)", 60.0, _float, metavar="SECONDS")
     spool_path: str | None = _opt("SQLite file that holds telemetry while the broker is unreachable (default: "
@@ -233,7 +235,7 @@ class ServiceConfig:
                      "max_batch", "workers", "reconnect_min_s", "reconnect_max_s"):
             if getattr(self, name) < 1:
                 yield f"{name} must be >= 1, got {getattr(self, name)}"
-        for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s", "bundle_poll_s"):
+        for name in ("session_expiry_s", "batch_window_ms", "drain_timeout_s", "bundle_poll_s", "max_request_age_s"):
             if getattr(self, name) < 0:
                 yield f"{name} must be >= 0, got {getattr(self, name)}"
         if self.telemetry_interval < 0:

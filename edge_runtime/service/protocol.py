@@ -11,7 +11,9 @@ Topics (AWS IoT topic design: ``cmd/`` request-response, ``dt/`` data), ``<thing
     dt/intents/<thing>/telemetry    telemetry out
     dt/intents/<thing>/status       status and health out (retained); the last will says "offline"
 
-Request: ``{"id": "r1", "text": "play jazz"}`` or ``{"id": "r2", "texts": ["play jazz", "rate this book"]}``.
+Request: ``{"id": "r1", "text": "play jazz"}`` or ``{"id": "r2", "texts": ["play jazz", "rate this book"]}``;
+optionally ``"ts"``, when the request was made (seconds since the epoch): with ``max_request_age_s`` set, an older
+request is not answered (it is a command nobody waits for any more).
 Reply: ``{"id", "intent", "confidence", "top", "model": {"name", "version"}, "latency_ms"}``, or
 ``{"id", "results": [{"intent", "confidence", "top"}, ...], "model", "latency_ms"}`` for ``texts``.
 Error: ``{"id": <id or null>, "error": {"code": "<ErrorCode>", "message": "..."}}``.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -48,6 +51,7 @@ __all__ = [
     "encode_status",
     "reply_topic_allowed",
     "valid_thing_name",
+    "check_text",
 ]
 
 #: Topic templates; ``{thing}`` is the thing name (``{iot:thingName}`` in Greengrass recipes).
@@ -125,6 +129,8 @@ class Request:
     id: str
     texts: tuple[str, ...]
     batch: bool = False
+    #: ``ts`` of the request (seconds since the epoch), when it has one.
+    ts: float | None = None
 
 
 def _error(code: ErrorCode, message: str, request_id: Any = None) -> RequestError:
@@ -164,9 +170,12 @@ def decode_request(payload: bytes, *, max_text_chars: int, max_texts: int, max_p
         raise _error(ErrorCode.BAD_ENCODING, f"payload is not valid UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        where = f" (line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else " (nested too deeply)"
-        raise _error(ErrorCode.BAD_JSON, f"payload is not JSON{where}") from None
+    except json.JSONDecodeError as exc:
+        raise _error(ErrorCode.BAD_JSON, f"payload is not JSON (line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise _error(ErrorCode.BAD_JSON, "payload is not JSON (nested too deeply)") from None
+    except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() (4300) digits, and the like
+        raise _error(ErrorCode.BAD_JSON, f"payload is not usable JSON ({str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise _error(ErrorCode.BAD_REQUEST, f"request must be a JSON object, got {type(data).__name__}")
     raw_id = data.get("id")
@@ -176,13 +185,18 @@ def decode_request(payload: bytes, *, max_text_chars: int, max_texts: int, max_p
     if not isinstance(raw_id, str) or echo is None:
         raise _error(ErrorCode.BAD_REQUEST, f"'id' must be a non-empty UTF-8 string of at most {MAX_ID_CHARS} characters",
                      echo)
+    ts = data.get("ts")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts)
+                           or abs(ts) > 1e11):
+        raise _error(ErrorCode.BAD_REQUEST, "'ts' must be a number: when the request was made, in seconds since the "
+                     "epoch", raw_id)
     has_text, has_texts = "text" in data, "texts" in data
     if has_text == has_texts:
         raise _error(ErrorCode.BAD_REQUEST, "request needs exactly one of 'text' (a string) or 'texts' (a list of strings)",
                      raw_id)
     if has_text:
-        _check_text(data["text"], None, max_text_chars, raw_id)
-        return Request(raw_id, (data["text"],), batch=False)
+        check_text(data["text"], max_text_chars, request_id=raw_id)
+        return Request(raw_id, (data["text"],), batch=False, ts=None if ts is None else float(ts))
     texts = data["texts"]
     if not isinstance(texts, list):
         raise _error(ErrorCode.BAD_REQUEST, f"'texts' must be a list of strings, got {type(texts).__name__}", raw_id)
@@ -191,11 +205,13 @@ def decode_request(payload: bytes, *, max_text_chars: int, max_texts: int, max_p
     if len(texts) > max_texts:
         raise _error(ErrorCode.TOO_MANY_TEXTS, f"'texts' has {len(texts)} items; the limit is {max_texts}", raw_id)
     for i, item in enumerate(texts):
-        _check_text(item, i, max_text_chars, raw_id)
-    return Request(raw_id, tuple(texts), batch=True)
+        check_text(item, max_text_chars, index=i, request_id=raw_id)
+    return Request(raw_id, tuple(texts), batch=True, ts=None if ts is None else float(ts))
 
 
-def _check_text(value: Any, index: int | None, max_chars: int, request_id: str) -> None:
+def check_text(value: Any, max_chars: int, *, index: int | None = None, request_id: str | None = None) -> None:
+    """Raise :class:`RequestError` (``bad_request``, ``empty_text``, ``text_too_long``, ``bad_encoding``) unless
+    ``value`` is a text the service classifies; ``predict`` applies the same rule."""
     name = "'text'" if index is None else f"texts[{index}]"
     if not isinstance(value, str):
         raise _error(ErrorCode.BAD_REQUEST, f"{name} must be a string, got {type(value).__name__}", request_id)

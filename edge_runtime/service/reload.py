@@ -7,34 +7,110 @@
     reloader = BundleReloader(model, service=service, backend="onnxruntime", public_key=None)
     reloader.load("edge/4")      # raises BundleError / BackendError and keeps edge/3 when edge/4 is bad
 
-The order is what makes it safe:
+The order is what makes it safe; steps 1-3 are :func:`load_verified`, the one way the service loads a bundle
+(at start-up, on every update, and for a shadow candidate):
 
-1. the new bundle is copied into a private staging directory, so nothing can change its files between the
-   check and the load (a deployment still unpacking, a tampered file);
-2. the copy is verified: the Ed25519 signature when a public key is configured, then every file's sha256;
-3. a classifier is loaded from it and answers one warm-up text (labels vs output size are checked on load);
+1. the bundle is copied into a private staging directory (mode 0700): only the manifest, its signature and the
+   files the manifest lists, never through a link, never blocking on a device or FIFO
+   (:func:`~edge_runtime.bundle.stage_bundle`), so nothing can change the files between the check and the load (a
+   deployment still unpacking, a tampered file) and nothing unlisted comes along;
+2. the copy is verified: the Ed25519 signature when a public key is configured, then the tree (nothing unlisted)
+   and every file's sha256;
+3. a classifier is loaded from the copy and answers one warm-up text (labels vs output size, and finite scores,
+   are checked on load);
 4. only then is it *staged*; the next model call of any micro-batcher worker swaps it in, so no batch ever
    mixes models, every reply names the model that produced it (:meth:`SwappableClassifier.predict_with_model`),
    and the old model is closed once its last batch in flight on another worker has finished.
 
-Until step 4 the old model keeps serving; any failure leaves it in place.
+Until step 4 the old model keeps serving; any failure leaves it in place. A staging directory is removed when its
+model is closed, and one left behind by a process that died (``bundle-update-<pid>-*``) is removed by the next load.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..bundle import Bundle
+from ..bundle import Bundle, stage_bundle
 from ..errors import BundleNotFoundError
 
-__all__ = ["SwappableClassifier", "BundleReloader"]
+__all__ = ["SwappableClassifier", "BundleReloader", "load_verified", "STAGING_PREFIX"]
 
 log = logging.getLogger(__name__)
+#: Staging directories are ``<staging_dir>/bundle-update-<pid>-<random>``.
+STAGING_PREFIX = "bundle-update-"
+
+
+def load_verified(path: str | os.PathLike[str], *, public_key: Any = None, staging_dir: str | None = None,
+                  warmup_text: str | None = "hello", **load_kwargs: Any) -> tuple[Any, Callable[[], None]]:
+    """Copy the bundle at ``path`` into a private staging directory, verify the copy, load it, warm it up.
+
+    Returns ``(classifier, cleanup)``; ``cleanup()`` removes the copy, to be called once the classifier is closed.
+    ``public_key`` (a key or its file) makes the Ed25519 signature required. ``load_kwargs`` go to
+    :meth:`IntentClassifier.from_bundle` (``backend``, ``threads``, ...). Raises a
+    :class:`~edge_runtime.errors.BundleError` (incl. ``SignatureError``) or ``BackendError``, leaving nothing behind.
+    """
+    from ..classifier import IntentClassifier
+
+    if not Path(path).is_dir():
+        raise BundleNotFoundError(f"bundle directory not found: {path}")
+    if public_key is not None and not hasattr(public_key, "verify"):
+        from ..signing import load_public_key  # cryptography is imported only when a key is configured
+
+        public_key = load_public_key(public_key)
+    parent = Path(staging_dir or tempfile.gettempdir())
+    remove_stale_staging(parent)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=parent))
+    cleanup = partial(shutil.rmtree, staging, ignore_errors=True)
+    classifier = None
+    try:
+        copy = stage_bundle(path, staging / "bundle")
+        if public_key is not None:
+            from ..signing import verify_bundle
+
+            bundle = verify_bundle(copy, public_key)
+        else:
+            bundle = Bundle.load(copy)
+        classifier = IntentClassifier.from_bundle(bundle, **load_kwargs)
+        if warmup_text:
+            classifier.predict_batch([warmup_text])
+    except BaseException:
+        if classifier is not None:
+            classifier.close()
+        cleanup()
+        raise
+    return classifier, cleanup
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove this user's staging directories under ``parent`` whose process is gone (a crash, a SIGKILL)."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(STAGING_PREFIX):
+            continue
+        pid = entry.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+        except OSError:  # alive but not ours to signal, or unreadable: leave it
+            continue
+    return removed
 
 
 class SwappableClassifier:
@@ -45,9 +121,10 @@ class SwappableClassifier:
     on the worker thread that made the swap, before its call (the service updates its status there).
     """
 
-    def __init__(self, classifier: Any, *, on_swap: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, classifier: Any, *, on_swap: Callable[[Any], None] | None = None,
+                 cleanup: Callable[[], None] | None = None) -> None:
         self._current = classifier
-        self._cleanup: Callable[[], None] | None = None
+        self._cleanup = cleanup
         self._staged: tuple[Any, Callable[[], None] | None] | None = None
         self._lock = threading.Lock()
         # Models swapped out while a call on them was still running; closed by the last such call.
@@ -176,30 +253,12 @@ class BundleReloader:
         Raises a :class:`~edge_runtime.errors.BundleError` (incl. ``SignatureError``) or ``BackendError``;
         the model that is serving keeps serving.
         """
-        from ..classifier import IntentClassifier
-
-        if not Path(path).is_dir():
-            raise BundleNotFoundError(f"bundle directory not found: {path}")
         with self._lock:  # one update at a time
-            staging = Path(tempfile.mkdtemp(prefix="bundle-update-", dir=self.staging_dir))
-            cleanup = lambda: shutil.rmtree(staging, ignore_errors=True)  # noqa: E731
-            classifier = None
             try:
-                copy = staging / "bundle"
-                shutil.copytree(path, copy, symlinks=False)
-                if self.public_key is not None:
-                    from ..signing import verify_bundle
-
-                    bundle = verify_bundle(copy, self.public_key)
-                else:
-                    bundle = Bundle.load(copy)
-                classifier = IntentClassifier.from_bundle(bundle, **self.load_kwargs)
-                classifier.predict_batch([self.warmup_text])
+                classifier, cleanup = load_verified(path, public_key=self.public_key, staging_dir=self.staging_dir,
+                                                    warmup_text=self.warmup_text, **self.load_kwargs)
             except BaseException as exc:
                 self.refused += 1
-                if classifier is not None:
-                    classifier.close()
-                cleanup()
                 log.warning("model update from %s refused, %s v%s keeps serving: %s", path, self.model.name,
                             self.model.version, exc)
                 raise

@@ -3,9 +3,12 @@
 SIGTERM (what Greengrass and systemd send) and SIGINT both start the drain: stop taking requests, answer the ones
 held (up to ``drain_timeout_s``), publish status "offline", disconnect, return 0.
 
-SIGHUP, or a change seen in the bundle directory every ``bundle_poll_s`` seconds, updates the model without a
-restart (:mod:`.reload`): the bundle is copied, verified and loaded beside the serving one, then swapped in at
-the next batch; a bundle that fails is refused and the old model keeps serving. SIGUSR1 dumps every thread's
+The model is loaded the way every later update is (:func:`.reload.load_verified`): the bundle is copied into a
+private directory, the copy verified (signature when ``bundle_public_key`` is set, nothing unlisted, every sha256)
+and loaded, so the bytes that run are the bytes that were checked. SIGHUP, or a change seen in the bundle directory
+every ``bundle_poll_s`` seconds, updates the model without a restart (:mod:`.reload`): on a thread of its own (the
+main thread keeps watching for SIGTERM), the new bundle is loaded the same way beside the serving one, then swapped
+in at the next batch; a bundle that fails is refused and the old model keeps serving. SIGUSR1 dumps every thread's
 stack to stderr (see :mod:`edge_runtime.cli`).
 """
 
@@ -30,6 +33,8 @@ __all__ = ["serve", "make_transport", "load_config", "fleet_observers"]
 log = logging.getLogger(__name__)
 #: How often the main thread looks at the stop flags while serving.
 _POLL_S = 0.1
+#: How long the exit waits for a model update still loading.
+_UPDATE_JOIN_S = 5.0
 
 
 def load_config(flags: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -48,10 +53,13 @@ def make_transport(config: ServiceConfig) -> Transport:
         return IpcTransport(subscribe=topics.request, target=config.ipc_target.value)
     from .transports.mqtt import MqttTransport
 
+    # Receive Maximum = the queue: the broker never has more requests unacknowledged at the service than the queue
+    # holds, so a backlog (after a broker restart, or a long absence) is paced instead of refused as "overloaded".
     return MqttTransport(config.broker, client_id=config.mqtt_client_id, subscribe=topics.request,
                          will=(topics.status, offline_will(config.thing)), ca=config.ca, cert=config.cert,
                          key=config.key, keepalive_s=config.keepalive_s, session_expiry_s=config.session_expiry_s,
-                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
+                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s,
+                         receive_maximum=config.queue_size)
 
 
 def fleet_observers(config: ServiceConfig, classifier: Any, transport: Transport) -> tuple[Any, list[Any]]:
@@ -66,15 +74,21 @@ def fleet_observers(config: ServiceConfig, classifier: Any, transport: Transport
     parts: list[Any] = []
     shadow = None
     if config.shadow_bundle:
-        from ..classifier import IntentClassifier
+        from .reload import load_verified
 
-        candidate = IntentClassifier.from_bundle(config.shadow_bundle, backend=config.backend, threads=1,
-                                                 threshold=config.threshold, top_k=config.top_k,
-                                                 max_batch=config.max_batch)
-        shadow = ShadowRunner(candidate, serving_model={"name": str(classifier.name),
-                                                        "version": str(classifier.version)},
-                              queue_size=config.shadow_queue_size, include_texts=config.sample_rate > 0,
-                              own_candidate=True).start()
+        # A candidate runs on the device too: it is loaded (and signed) like the serving model.
+        candidate, cleanup = load_verified(config.shadow_bundle, public_key=config.bundle_public_key,
+                                           backend=config.backend, threads=1, threshold=config.threshold,
+                                           top_k=config.top_k, max_batch=config.max_batch)
+        try:
+            shadow = ShadowRunner(candidate, serving_model={"name": str(classifier.name),
+                                                            "version": str(classifier.version)},
+                                  queue_size=config.shadow_queue_size, include_texts=config.sample_rate > 0,
+                                  own_candidate=True, cleanup=cleanup).start()
+        except BaseException:
+            candidate.close()
+            cleanup()
+            raise
         parts.append(shadow)
         log.info("shadow: candidate %s v%s runs beside the serving model", candidate.name, candidate.version)
     telemetry = None
@@ -139,19 +153,17 @@ def serve(config: ServiceConfig, *, stop: threading.Event | None = None, transpo
 
 def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, transport: Transport | None,
            classifier: Any, observer: Any) -> int:
-    from ..classifier import IntentClassifier
-    from .reload import BundleReloader, SwappableClassifier
+    from .reload import BundleReloader, SwappableClassifier, load_verified
 
     t0 = time.perf_counter()
     own_classifier = classifier is None
     reloader = None
+    updater = None
+    # Watched from before the load: a change made while the model loads is noticed too.
+    watch = _BundleWatch(config.bundle) if own_classifier and config.bundle_poll_s > 0 else None
     if classifier is None:
-        if config.bundle_public_key:
-            # cryptography is imported only here, when a key is configured
-            from ..signing import verify_bundle
-
-            verify_bundle(config.bundle, config.bundle_public_key)
-        classifier = SwappableClassifier(IntentClassifier.from_bundle(config.bundle, **_load_options(config)))
+        initial, cleanup = load_verified(config.bundle, public_key=config.bundle_public_key, **_load_options(config))
+        classifier = SwappableClassifier(initial, cleanup=cleanup)
     fleet: list[Any] = []
     try:
         transport = transport or make_transport(config)
@@ -162,28 +174,32 @@ def _serve(config: ServiceConfig, stop: threading.Event, signals: _Signals, tran
             classifier.on_swap = partial(_follow_swap, fleet)
             reloader = BundleReloader(classifier, service=service, public_key=config.bundle_public_key,
                                       **_load_options(config))
+            updater = _Updater(reloader, config.bundle)
         log.info("ready in %.2f s: model %s v%s, backend %s, transport %s", time.perf_counter() - t0,
                  service.model["name"], service.model["version"], service.backend, transport.name)
         wait_connected = getattr(transport, "wait_connected", None)
         if wait_connected is not None and not wait_connected(10.0):
             log.warning("no connection to %s yet; retrying with backoff (requests queue in the broker meanwhile)",
                         config.broker)
-        watch = _BundleWatch(config.bundle) if reloader is not None and config.bundle_poll_s > 0 else None
         next_look = time.monotonic() + config.bundle_poll_s
         try:
             # Polled, not waited on: see _Signals. is_set() reads the flag without the event's lock.
             while not (signals.stop or stop.is_set()):
                 time.sleep(_POLL_S)
-                if reloader is not None and signals.reload:
+                if updater is None or updater.busy:
+                    continue  # a request made meanwhile (SIGHUP, a change) is taken once the update is done
+                if signals.reload:
                     signals.reload = False
-                    _update(reloader, config.bundle, "SIGHUP", watch)
+                    updater.start("SIGHUP", watch)
                 elif watch is not None and time.monotonic() >= next_look:
                     next_look = time.monotonic() + config.bundle_poll_s
                     if watch.settled_change():
-                        _update(reloader, config.bundle, "a change in the bundle directory", watch)
+                        updater.start("a change in the bundle directory", watch)
             log.info("stop requested: draining")
         finally:
             service.drain()
+            if updater is not None and not updater.join(_UPDATE_JOIN_S):
+                log.warning("a model update was still loading at exit; it is abandoned")
     finally:
         for part in fleet:  # shadow first (its last comparisons), then telemetry (the last window, into the spool)
             part.close()
@@ -205,15 +221,35 @@ def _load_options(config: ServiceConfig) -> dict[str, Any]:
             "threshold": config.threshold, "top_k": config.top_k, "max_batch": config.max_batch}
 
 
-def _update(reloader: Any, bundle: str, why: str, watch: "_BundleWatch | None") -> None:
-    """Load ``bundle`` as the next model; whatever goes wrong, the old model serves on."""
-    log.info("model update requested by %s: loading %s", why, bundle)
-    if watch is not None:
-        watch.accept()  # tried once per state: a refused bundle is tried again only once it changes again
-    try:
-        reloader.load(bundle)
-    except Exception as exc:  # noqa: BLE001 - the reloader has logged why it refused the bundle
-        log.debug("model update from %s refused: %r", bundle, exc)
+class _Updater:
+    """Runs one model update at a time on its own thread, so that a slow or stuck load never keeps the main thread
+    from SIGTERM."""
+
+    def __init__(self, reloader: Any, bundle: str) -> None:
+        self.reloader, self.bundle = reloader, bundle
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, why: str, watch: "_BundleWatch | None") -> None:
+        log.info("model update requested by %s: loading %s", why, self.bundle)
+        if watch is not None:
+            watch.accept()  # tried once per state: a refused bundle is tried again only once it changes again
+        self._thread = threading.Thread(target=self._run, name="bundle-update", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.reloader.load(self.bundle)
+        except Exception as exc:  # noqa: BLE001 - the reloader has logged why it refused the bundle
+            log.debug("model update from %s refused: %r", self.bundle, exc)
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.busy
 
 
 class _BundleWatch:

@@ -6,9 +6,16 @@ Life cycle::
     ...
     service.drain(timeout=5)   # stop taking requests, answer those held, status "offline", disconnect
 
-Every request gets exactly one reply or error reply on the reply topic, and the service stays up whatever it
-receives. A reply goes to the request's MQTT 5 response topic (with its correlation data) when that topic lies
-under an allowed prefix, else to ``cmd/intents/<thing>/response``; a response topic outside the prefixes gets a
+Every request gets exactly one reply or error reply on the reply topic, and is acknowledged once that reply was
+published, whatever is raised while decoding, predicting or encoding it (an unexpected exception becomes an
+``internal`` error reply), and the service stays up whatever it receives. A broker's in-flight window is small
+(Mosquitto's ``max_inflight_messages`` is 20), so a message left unacknowledged would soon stop all delivery.
+Two kinds of message are acknowledged and not answered, each counted: a retained request (``retained_ignored``:
+requests are commands, and a retained one would be answered again at every start) and, with
+``max_request_age_s``, a request whose ``ts`` is older than that (``expired``).
+
+A reply goes to the request's MQTT 5 response topic (with its correlation data) when that topic lies under an
+allowed prefix, else to ``cmd/intents/<thing>/response``; a response topic outside the prefixes gets a
 ``forbidden_topic`` error on the default topic, so a request cannot make the service publish anywhere else.
 """
 
@@ -31,8 +38,10 @@ from .transports.base import Message, Transport
 __all__ = ["IntentService", "ServiceObserver", "offline_will"]
 
 log = logging.getLogger(__name__)
-#: How many answered request ids are remembered to recognise redeliveries.
+#: How many answered requests are remembered to recognise redeliveries.
 _ANSWERED_KEPT = 4096
+#: What identifies a request across clients: its reply topic, correlation data and id.
+_Key = tuple[str, "bytes | None", str]
 
 
 class ServiceObserver(Protocol):
@@ -70,9 +79,10 @@ class IntentService:
                                      window_s=config.batch_window_s, workers=config.workers)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        # Ids answered lately: a broker redelivers a request (DUP) whose PUBACK it lost, e.g. across a broker
+        # Requests answered lately: a broker redelivers a request (DUP) whose PUBACK it lost, e.g. across a broker
         # restart; the reply is already out (and retransmitted by the session if needed), so it is not answered again.
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        # Keyed on reply topic, correlation data and id: two clients may well use the same ids.
+        self._answered: OrderedDict[_Key, None] = OrderedDict()
         self._errors: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=2048)
         self._accepting = False
@@ -135,15 +145,33 @@ class IntentService:
     def handle(self, message: Message) -> None:
         """Take one request: refuse it with an error reply, or queue it for the model."""
         self._count("received")
-        topic, forbidden = self._reply_topic(message)
+        topic = self.topics.response
+        try:
+            topic, forbidden = self._reply_topic(message)
+            self._take(message, topic, forbidden)
+        except Exception as exc:  # a bug must still cost one error reply, never the acknowledgement
+            log.error("unexpected error taking a request", exc_info=True)
+            self._send_error(message, topic, RequestError(
+                ErrorCode.INTERNAL.value, f"the service failed on this request ({type(exc).__name__})"))
+
+    def _take(self, message: Message, topic: str, forbidden: bool) -> None:
         request: Request | None = None
         try:
+            if message.retain:
+                self._count("retained_ignored")
+                message.ack()
+                return
             if not self._accepting:
                 raise ShuttingDownError()
             request = decode_request(message.payload, max_text_chars=self.config.max_text_chars,
                                      max_texts=self.config.max_texts, max_payload_bytes=self.config.max_payload_bytes)
-            if message.duplicate and self._seen(request.id):
+            if message.duplicate and self._seen(self._key(topic, message, request)):
                 self._count("duplicates_skipped")
+                message.ack()
+                return
+            max_age = self.config.max_request_age_s
+            if max_age > 0 and request.ts is not None and time.time() - request.ts > max_age:
+                self._count("expired")
                 message.ack()
                 return
             if forbidden:
@@ -160,9 +188,13 @@ class IntentService:
         except RequestError as exc:
             self._send_error(message, topic, exc, request)
 
-    def _seen(self, request_id: Any) -> bool:
+    @staticmethod
+    def _key(topic: str, message: Message, request: Request) -> _Key:
+        return (topic, message.correlation_data, str(request.id))
+
+    def _seen(self, key: _Key) -> bool:
         with self._lock:
-            return str(request_id) in self._answered
+            return key in self._answered
 
     def _reply_topic(self, message: Message) -> tuple[str, bool]:
         requested = message.response_topic
@@ -190,12 +222,18 @@ class IntentService:
                 ErrorCode.INTERNAL.value, f"the model failed on this request ({type(error).__name__})", request.id))
             return
         latency_ms = (time.perf_counter() - message.received_at) * 1000.0
-        model = answers[0][0] if answers else self.model
-        predictions = [p for _, p in answers]
-        payload = encode_reply(request, predictions, model, latency_ms)
+        try:
+            model = answers[0][0] if answers else self.model
+            predictions = [p for _, p in answers]
+            payload = encode_reply(request, predictions, model, latency_ms)
+        except Exception as exc:  # e.g. a score JSON cannot carry: an error reply, never silence
+            log.error("cannot encode the reply to %r", request.id, exc_info=True)
+            self._send_error(message, topic, RequestError(
+                ErrorCode.INTERNAL.value, f"the reply could not be encoded ({type(exc).__name__})", request.id))
+            return
         if self._publish(topic, payload, message):
             with self._lock:
-                self._answered[str(request.id)] = None
+                self._answered[self._key(topic, message, request)] = None
                 if len(self._answered) > _ANSWERED_KEPT:
                     self._answered.popitem(last=False)
                 self._counts["replied"] += 1
@@ -245,7 +283,8 @@ class IntentService:
         counters = {"received": counts.get("received", 0), "replied": counts.get("replied", 0),
                     "texts": counts.get("texts", 0), "errors": counts.get("errors", 0), "errors_by_code": errors,
                     "publish_failures": counts.get("publish_failures", 0), "deferred": counts.get("deferred", 0),
-                    "duplicates_skipped": counts.get("duplicates_skipped", 0)}
+                    "duplicates_skipped": counts.get("duplicates_skipped", 0),
+                    "retained_ignored": counts.get("retained_ignored", 0), "expired": counts.get("expired", 0)}
         counters.update(self._batcher.stats())
         latency = {f"p{q}": round(_percentile(latencies, q), 3) for q in (50, 95, 99)} if latencies else {}
         uptime = time.monotonic() - self._started_at if self._started_at is not None else 0.0

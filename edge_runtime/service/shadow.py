@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,8 +38,10 @@ class ShadowRunner:
     """Runs ``candidate`` (anything with ``predict_batch``, ``name``, ``version``) beside the serving model."""
 
     def __init__(self, candidate: Any, *, serving_model: Mapping[str, str], queue_size: int = 256,
-                 include_texts: bool = False, max_disagreements: int = 50, own_candidate: bool = False) -> None:
+                 include_texts: bool = False, max_disagreements: int = 50, own_candidate: bool = False,
+                 cleanup: Callable[[], None] | None = None) -> None:
         self.candidate = candidate
+        self._cleanup = cleanup
         self.candidate_model = {"name": str(candidate.name), "version": str(candidate.version)}
         self.serving_model = dict(serving_model)
         self.queue_size = queue_size
@@ -85,7 +87,8 @@ class ShadowRunner:
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop after the queued requests (up to ``timeout``); closes the candidate when it was handed over."""
+        """Stop after the queued requests (up to ``timeout``); closes the candidate when it was handed over, then
+        calls ``cleanup`` (which removes the candidate's staging copy)."""
         with self._cond:
             if self._closed:
                 return
@@ -93,8 +96,12 @@ class ShadowRunner:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._own:
-            self.candidate.close()
+        try:
+            if self._own:
+                self.candidate.close()
+        finally:
+            if self._cleanup is not None:
+                self._cleanup()
 
     def __enter__(self) -> "ShadowRunner":
         return self.start()

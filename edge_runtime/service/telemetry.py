@@ -313,7 +313,8 @@ class TelemetryPublisher:
 
     def _spool_state(self) -> dict[str, Any]:
         try:
-            state: dict[str, Any] = {"pending": self.spool.pending, "dropped": self.spool.dropped}
+            state: dict[str, Any] = {"pending": self.spool.pending, "dropped": self.spool.dropped,
+                                     "recreated": self.spool.recreated, "durable": self.spool.durable}
         except SpoolError as exc:
             state = {"error": exc.condition}
         with self._lock:

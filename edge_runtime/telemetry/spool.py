@@ -6,6 +6,11 @@ reported. A message ``put`` has returned for is on disk (``synchronous=FULL``): 
 afterwards does not lose it. Greengrass' own spooler is in memory, small, and drops QoS 0 while offline,
 which is why the service keeps its own.
 
+A spool file that cannot be opened (not a database, corrupt, unreadable) is moved aside
+(``<file>.broken-<unix time>``) and a new one is made; where no file can be made at all, the spool lives in memory
+(``durable`` False). Either way the loss is counted (``recreated``, kept in the new file) and reported in every
+telemetry message, and the service keeps serving: telemetry never stops inference.
+
 Example::
 
     with Spool("/var/lib/intents/spool.sqlite", max_messages=10_000) as spool:
@@ -17,19 +22,24 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from typing import Iterable
+import time
+from typing import Any, Iterable
 
 from ..errors import SpoolError
 
 __all__ = ["Spool", "SpoolError"]
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped', 0)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('recreated', 0)",
 )
 
 
@@ -42,27 +52,65 @@ def _condition(exc: sqlite3.Error) -> str:
     return "io_error"
 
 
+def _open(path: str) -> sqlite3.Connection:
+    if path != ":memory:" and os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        for stmt in _SCHEMA:
+            db.execute(stmt)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Spool:
     """A bounded, durable FIFO. Thread-safe; one process per file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_messages: int = 10_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_messages: int = 10_000, recover: bool = True) -> None:
+        """Open (or make) the spool at ``path``. With ``recover`` (the default) a file that cannot be opened is moved
+        aside and replaced (see the module docstring); without, :class:`SpoolError` is raised."""
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
         self.path = os.fspath(path)
         self.max_messages = max_messages
         self._lock = threading.Lock()
+        #: False when no file could be made and the spool lives in memory.
+        self.durable = True
+        #: ``{"reason", "moved_to"}`` when the file could not be opened and was replaced, else None.
+        self.recovered: dict[str, Any] | None = None
         try:
-            if os.path.dirname(self.path):
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(self.path, check_same_thread=False,
-                                                                   isolation_level=None, timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            for stmt in _SCHEMA:
-                self._db.execute(stmt)
+            self._db: sqlite3.Connection | None = _open(self.path)
         except (sqlite3.Error, OSError) as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}",
-                             _condition(exc) if isinstance(exc, sqlite3.Error) else "io_error") from None
+            if not recover:
+                raise SpoolError(f"cannot open spool {self.path}: {exc}",
+                                 _condition(exc) if isinstance(exc, sqlite3.Error) else "io_error") from None
+            self._db = self._recover(exc)
+
+    def _recover(self, error: BaseException) -> sqlite3.Connection:
+        moved: str | None = f"{self.path}.broken-{int(time.time())}"
+        try:
+            if any(word in str(error).lower() for word in ("locked", "busy")):
+                # another process holds a healthy file: leave it alone
+                raise OSError(f"{self.path} is in use by another process")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.lexists(self.path + suffix):
+                    os.replace(self.path + suffix, f"{moved}{suffix}")
+            db = _open(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("telemetry spool %s unusable (%s) and no new one can be made there (%s): keeping telemetry in "
+                      "memory until the service restarts", self.path, error, exc)
+            moved, self.durable = None, False
+            db = _open(":memory:")
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'recreated'")
+        self.recovered = {"reason": str(error)[:300], "moved_to": moved}
+        if moved is not None:
+            log.error("telemetry spool %s could not be opened (%s): moved aside to %s and started anew", self.path,
+                      error, moved)
+        return db
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -109,13 +157,24 @@ class Spool:
 
     @property
     def pending(self) -> int:
-        with self._lock:
-            return int(self._conn().execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        return self._scalar("SELECT COUNT(*) FROM messages")
 
     @property
     def dropped(self) -> int:
+        return self._scalar("SELECT value FROM meta WHERE key = 'dropped'")
+
+    @property
+    def recreated(self) -> int:
+        """How many times a spool file that could not be opened was replaced (its messages lost)."""
+        return self._scalar("SELECT value FROM meta WHERE key = 'recreated'")
+
+    def _scalar(self, query: str) -> int:
         with self._lock:
-            return int(self._conn().execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
+            try:
+                row = self._conn().execute(query).fetchone()
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot read spool {self.path}: {exc}", _condition(exc)) from None
+        return int(row[0]) if row is not None else 0
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ import pytest
 
 from edge_runtime import BackendError, BackendUnavailableError, Bundle, load_backend
 from edge_runtime.backends import BackendName
+from edge_runtime.bundle import sha256_file
 from tests.conftest import REPO, build_tiny_bundle
 
 
@@ -43,7 +44,9 @@ def test_corrupt_model_with_matching_hash_gives_backend_error_not_a_deep_trace(t
     bundle, _ = build_tiny_bundle(tmp_path / "b")
     (bundle.root / "model.onnx").write_bytes(b"not an onnx model")
     manifest = json.loads((bundle.root / "manifest.json").read_text())
-    manifest["files"].pop("model.onnx")
+    # (the file stays listed: a bundle may hold nothing its manifest does not list)
+    manifest["files"]["model.onnx"] = {"sha256": sha256_file(bundle.root / "model.onnx"),
+                                       "bytes": (bundle.root / "model.onnx").stat().st_size}
     (bundle.root / "manifest.json").write_text(json.dumps(manifest))
     # When it is loaded, Then the error is ours
     with pytest.raises(BackendError, match="onnxruntime cannot load"):

@@ -81,3 +81,19 @@ def test_the_batcher_overhead_comparison_runs_short_and_reports_every_contender(
     assert sorted(result["contenders"]) == ["1 worker", "2 workers", "direct"]
     for row in result["contenders"].values():
         assert 0 < row["p50"] <= row["p90"] <= row["p99"]
+
+
+def test_a_missing_bundle_is_one_line_of_error_not_a_traceback(tmp_path):
+    # As a user runs it, cold-start runs included: the bundle is looked at before any process is started
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.bench", "--bundle", str(tmp_path / "missing")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: bundle directory not found: {tmp_path / 'missing'}"]
+
+
+def test_bench_help_shows_defaults_and_choices():
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime.bench", "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0
+    assert all(s in text for s in ("(default: 500)", "(default: 30)", "(default: 3)", "{auto,onnxruntime,dlr,fake}"))

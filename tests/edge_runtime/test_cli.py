@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import edge_runtime
 from edge_runtime.cli import main
 from tests.conftest import LABELS, REPO
@@ -17,8 +19,8 @@ def test_public_api_is_pinned():
     assert sorted(edge_runtime.__all__) == sorted([
         "BUNDLE_FORMAT", "FORMAT_VERSION", "Backend", "BackendError", "BackendName", "BackendUnavailableError",
         "Bundle", "BundleError", "BundleNotFoundError", "EdgeRuntimeError", "InputError", "IntegrityError",
-        "IntentClassifier", "Manifest", "ManifestError", "MissingFileError", "Prediction", "SpoolError",
-        "UnsupportedFormatError",
+        "IntentClassifier", "Manifest", "ManifestError", "MissingFileError", "Prediction", "SignatureError",
+        "SpoolError", "UnsupportedFormatError",
         "load_backend", "write_bundle", "zip_bundle"])
     for name in edge_runtime.__all__:
         assert hasattr(edge_runtime, name)
@@ -59,3 +61,66 @@ def test_import_alone_loads_neither_heavy_modules_nor_onnxruntime():
 def test_bad_bundle_exits_2_with_a_message(tmp_path, capsys):
     assert main(["predict", "--bundle", str(tmp_path / "missing"), "x"]) == 2
     assert "bundle directory not found" in capsys.readouterr().err
+
+
+def _strict_json(line: str):  # type: ignore[no-untyped-def]
+    """json.loads that refuses NaN / Infinity, which Python would print and no JSON parser accepts."""
+    def refuse(token: str):  # type: ignore[no-untyped-def]
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_predict_refuses_what_the_service_refuses_with_the_same_codes_and_drops_nothing(tiny_bundle, capsys):
+    from edge_runtime.service.errors import RequestError
+    from edge_runtime.service.protocol import decode_request
+
+    texts = ["play some jazz", "", "   ", "x" * 513, "book a table"]
+    # When predict gets valid texts mixed with ones the service refuses
+    rc = main(["predict", "--bundle", str(tiny_bundle[0].root), "--threads", "1", *texts])
+    rows = [_strict_json(line) for line in capsys.readouterr().out.splitlines()]
+    # Then every text has its line, in order, and a refused text carries the service's error code
+    assert rc == 1 and [r["text"] for r in rows] == texts
+    for text, row in zip(texts, rows):
+        try:
+            decode_request(json.dumps({"id": "r", "text": text}).encode(), max_text_chars=512, max_texts=32,
+                           max_payload_bytes=65536)
+            expected = None
+        except RequestError as exc:
+            expected = exc.code
+        assert row.get("error", {}).get("code") == expected, row
+        assert ("intent" in row) == (expected is None)
+    assert [r.get("error", {}).get("code") for r in rows] == [None, "empty_text", "empty_text", "text_too_long", None]
+
+
+def test_predict_on_stdin_answers_every_line_even_one_that_is_not_utf8(tiny_bundle):
+    out = subprocess.run([sys.executable, "-m", "edge_runtime", "predict", "--bundle", str(tiny_bundle[0].root),
+                          "--threads", "1"], input=b"play jazz\n\xff\xfe broken\r\n\nrate this book\n",
+                         capture_output=True, cwd=REPO, timeout=120)
+    rows = [_strict_json(line) for line in out.stdout.decode("utf-8").splitlines()]
+    assert out.returncode == 1, out.stderr
+    assert [r.get("error", {}).get("code") for r in rows] == [None, "bad_encoding", "empty_text", None]
+    assert rows[0]["text"] == "play jazz" and rows[3]["text"] == "rate this book"
+
+
+def test_predict_never_prints_invalid_json_when_the_model_gives_nan(tmp_path, capsys):
+    from tests.edge_runtime.service.test_robustness import _nan_bundle
+
+    # Given a model that scores Inf for any text with "jazz" (it passes the load check)
+    bundle = _nan_bundle(tmp_path / "b", poisoned_word="jazz")
+    rc = main(["predict", "--bundle", str(bundle), "--threads", "1", "book a table", "play jazz", "rate a book"])
+    rows = [_strict_json(line) for line in capsys.readouterr().out.splitlines()]
+    # Then the poisoned text gets an internal error line and the others their answers
+    assert rc == 1 and [r.get("error", {}).get("code") for r in rows] == [None, "internal", None]
+    assert "non-finite" in rows[1]["error"]["message"]
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["predict", "--help"], ["(default: 3)", "(default: 512)", "{auto,onnxruntime,dlr,fake}", "(default: auto)"]),
+    (["serve", "--help"], ["(default: mqtt://127.0.0.1:1883)", "(default: 256)", "(default: 0.0)"]),
+])
+def test_help_shows_defaults_and_choices(argv, shown, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert info.value.code == 0 and all(s in text for s in shown), text

@@ -8,6 +8,22 @@ from typing import Iterator
 
 WRONG_VALUES = [None, True, False, 0, -1, 1.5, 10**30, float("1e308"), "", " ", [], {}, ["x"], {"a": 1}, [[[]]],
                 "\u0000", "\ud800", "x" * 300]
+#: Numbers JSON can write and Python cannot take as they are: an integer of more than 4300 digits makes
+#: ``json.loads`` raise ValueError (sys.get_int_max_str_digits), a float beyond 1.8e308 parses to inf.
+HUGE_INTS = [b"1" * 4301, b"-" + b"9" * 5000, b"1" * 20000]
+OVERFLOW_FLOATS = [b"1e400", b"-1e400", b"1" + b"0" * 400 + b".5", b"1e-400"]
+#: Every field a request may carry; a hostile value is put in one of them.
+FIELDS = ["id", "text", "texts", "ts", "extra"]
+
+
+def _with_field(rid: str, field: str, raw: bytes) -> bytes:
+    """A request whose ``field`` holds the raw JSON ``raw`` (which ``json.dumps`` may not be able to write)."""
+    base = {"id": b'"' + rid.encode() + b'"', "text": b'"play jazz"'}
+    if field == "texts":
+        del base["text"]
+        raw = b'["play", ' + raw + b"]"
+    base[field if field != "extra" else "unknown"] = raw
+    return b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in base.items()) + b"}"
 
 
 def _json(obj: object) -> bytes:
@@ -22,7 +38,7 @@ def fuzz_inputs(count: int, seed: int = 0) -> Iterator[tuple[str, bytes, str | N
     """``count`` inputs: (kind, payload, expected reply id or None when the id is not usable)."""
     rng = random.Random(seed)
     kinds = ["random_bytes", "invalid_utf8", "deep_json", "wrong_types", "big_payload", "many_texts", "control_chars",
-             "truncated_json", "random_json", "valid"]
+             "truncated_json", "random_json", "huge_int", "overflow_float", "deep_field", "valid"]
     for i in range(count):
         kind = kinds[i % len(kinds)]
         rid = f"fz-{i}"
@@ -69,5 +85,16 @@ def fuzz_inputs(count: int, seed: int = 0) -> Iterator[tuple[str, bytes, str | N
             obj = rng.choice([[1, 2], "s", 3, None, {"id": rid, "text": "x" * rng.randrange(0, 600)},
                               {"id": rid, "text": "play", "unknown": {"deep": [1] * 50}}])
             yield kind, _json(obj), rid if isinstance(obj, dict) else None
+        elif kind == "huge_int":
+            # not JSON Python can read: bad_json, and the id cannot be read either
+            yield kind, _with_field(rid, rng.choice(FIELDS), rng.choice(HUGE_INTS)), None
+        elif kind == "overflow_float":
+            field = rng.choice(FIELDS)
+            yield kind, _with_field(rid, field, rng.choice(OVERFLOW_FLOATS)), None if field == "id" else rid
+        elif kind == "deep_field":
+            field, depth = rng.choice(FIELDS), rng.choice([20, 500, 5000, 40000])
+            value = b"[" * depth + b"]" * depth if rng.random() < 0.5 else b'{"a":' * depth + b"1" + b"}" * depth
+            # beyond the interpreter's recursion limit the payload is bad_json, its id unread
+            yield kind, _with_field(rid, field, value), None if field == "id" or depth > 100 else rid
         else:
             yield kind, _json({"id": rid, "text": rng.choice(["play jazz", "book a table", "éàü 東京 🎵"])}), rid

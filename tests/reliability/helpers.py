@@ -62,7 +62,8 @@ def serve(cfg: Any, clf: Any) -> Any:
 
 class PersistentBroker:
     """Mosquitto on a fixed 127.0.0.1 port with on-disk persistence, so sessions and queued QoS 1 messages
-    survive a stop and start (what a broker restart on a gateway looks like)."""
+    survive a stop and start (what a broker restart on a gateway looks like). Mosquitto's default limits (20 in
+    flight, 1000 queued per client), as in :class:`tests.edge_runtime.service.broker.Mosquitto`."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         from tests.edge_runtime.service.broker import free_port
@@ -86,7 +87,7 @@ class PersistentBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 60\n"
-                        "max_queued_messages 100000\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
+                        "set_tcp_nodelay true\n"
                         f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")
         for _ in range(50):  # the port may linger a moment after a stop
             self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=subprocess.DEVNULL,

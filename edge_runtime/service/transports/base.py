@@ -46,6 +46,8 @@ class Message:
     _ack: Callable[[], None] = field(default=_no_ack, repr=False, compare=False)
     #: True when the broker says this is a redelivery (MQTT DUP flag) of a message it sent before.
     duplicate: bool = False
+    #: True when the broker sent a retained message (on subscribing), not one published now.
+    retain: bool = False
 
     def ack(self) -> None:
         """Acknowledge the message (MQTT PUBACK); call after its reply was published."""

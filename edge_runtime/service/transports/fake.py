@@ -68,8 +68,9 @@ class FakeTransport:
             on_connect()
 
     def deliver(self, payload: bytes | str | dict, *, topic: str | None = None, response_topic: str | None = None,
-                correlation_data: bytes | None = None) -> Message:
-        """Hand one request to the service (as the transport's receive thread would)."""
+                correlation_data: bytes | None = None, duplicate: bool = False, retain: bool = False) -> Message:
+        """Hand one request to the service (as the transport's receive thread would); ``duplicate`` and ``retain``
+        are the MQTT DUP and RETAIN flags."""
         self._check_open()
         if isinstance(payload, dict):
             payload = json.dumps(payload)
@@ -77,7 +78,7 @@ class FakeTransport:
             payload = payload.encode("utf-8")
         holder: list[Message] = []
         msg = Message(topic or self.request_topic, payload, response_topic, correlation_data, time.perf_counter(),
-                      self.redeliverable, lambda: self._record_ack(holder[0]))
+                      self.redeliverable, lambda: self._record_ack(holder[0]), duplicate, retain)
         holder.append(msg)
         if not self._receiving or self._handler is None:
             self.undelivered.append(msg)

@@ -119,7 +119,8 @@ class IpcTransport:
     def _on_iot_core(self, event: Any) -> None:
         msg = event.message
         self._deliver(Message(msg.topic_name, bytes(msg.payload or b""), getattr(msg, "response_topic", None),
-                              _as_bytes(getattr(msg, "correlation_data", None)), time.perf_counter()))
+                              _as_bytes(getattr(msg, "correlation_data", None)), time.perf_counter(),
+                              retain=bool(getattr(msg, "retain", False))))
 
     def _on_local(self, event: Any) -> None:
         if event.binary_message is not None:

@@ -64,14 +64,17 @@ class MqttTransport:
 
     ``will`` is ``(topic, payload)``, published (retained) by the broker if the connection is lost without a
     DISCONNECT. The session survives ``session_expiry_s`` seconds of absence (``clean_start=False``), so
-    requests sent meanwhile are delivered when the service comes back.
+    requests sent meanwhile are delivered when the service comes back. ``receive_maximum`` (MQTT 5 Receive Maximum,
+    1-65535) caps the requests the broker sends before they are acknowledged: the broker holds the rest and paces
+    them (MQTT 5.0 section 3.1.2.11.3).
     """
 
     name = "mqtt"
 
     def __init__(self, url: str, *, client_id: str, subscribe: str, will: tuple[str, bytes] | None = None,
                  ca: str | None = None, cert: str | None = None, key: str | None = None, keepalive_s: int = 30,
-                 session_expiry_s: int = 3600, reconnect_min_s: int = 1, reconnect_max_s: int = 30) -> None:
+                 session_expiry_s: int = 3600, reconnect_min_s: int = 1, reconnect_max_s: int = 30,
+                 receive_maximum: int | None = None) -> None:
         self.url = url
         self.tls, self.host, self.port = parse_broker_url(url)
         if (ca or cert or key) and not self.tls:
@@ -83,6 +86,7 @@ class MqttTransport:
         self.keepalive_s = keepalive_s
         self.session_expiry_s = session_expiry_s
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
+        self.receive_maximum = None if receive_maximum is None else max(1, min(int(receive_maximum), 65535))
         self.connections = 0
         self._client: Any = None
         self._handler: MessageHandler | None = None
@@ -126,6 +130,8 @@ class MqttTransport:
         client.on_socket_open = _no_delay
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
+        if self.receive_maximum is not None:
+            props.ReceiveMaximum = self.receive_maximum
         self._handler, self._on_connect_cb, self._receiving = on_message, on_connect, True
         self._client = client
         try:
@@ -230,7 +236,7 @@ class MqttTransport:
         mid, qos = msg.mid, msg.qos
         self._handler(Message(msg.topic, bytes(msg.payload), response_topic, correlation, time.perf_counter(),
                               redeliverable=qos > 0, duplicate=bool(getattr(msg, "dup", False)),
-                              _ack=lambda: self._ack(mid, qos)))
+                              _ack=lambda: self._ack(mid, qos), retain=bool(getattr(msg, "retain", False))))
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos > 0 and self._client is not None and not self._closed:

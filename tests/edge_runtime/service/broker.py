@@ -1,6 +1,10 @@
 """Test (and benchmark) helpers: a real Mosquitto on a free loopback port, an MQTT 5 client, TLS files.
 
-Everything binds to 127.0.0.1 only and is stopped by PID.
+Everything binds to 127.0.0.1 only and is stopped by PID. The broker keeps Mosquitto's default limits (no
+``max_inflight_messages`` or ``max_queued_messages`` line): at most 20 QoS 1 messages in flight to a client
+unacknowledged, 1000 more queued (mosquitto.conf(5): "max_inflight_messages ... Defaults to 20",
+"max_queued_messages ... Defaults to 1000"), so a message the service never acknowledges stalls delivery and fails
+a test, as it would on a real gateway. ``extra`` adds config lines (a smaller window, debug logging).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Mosquitto:
     """``mosquitto -c conf`` on a free 127.0.0.1 port; ``tls`` makes it require client certificates."""
 
     def __init__(self, workdir: Path, *, tls: TlsFiles | None = None, extra: str = "") -> None:
+        """``extra``: more mosquitto.conf lines, e.g. ``"max_inflight_messages 2\n"`` or ``"log_type all\n"``."""
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir = Path(workdir)
@@ -88,15 +93,23 @@ class Mosquitto:
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
+    @property
+    def log(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def delivery_counts(self, client_id: str) -> tuple[int, int]:
+        """``(PUBLISH sent to, PUBACK received from)`` ``client_id``, from a log written with ``log_type all``."""
+        text = self.log.read_text(errors="replace")
+        return text.count(f"Sending PUBLISH to {client_id} ("), text.count(f"Received PUBACK from {client_id} (")
+
     def start(self, timeout: float = 10.0) -> "Mosquitto":
         self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             self.port = free_port()
             # as root, mosquitto would switch to the "mosquitto" user, who cannot read the test's files
             lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                     "persistence false",
-                     "max_queued_messages 100000", "set_tcp_nodelay true", f"log_dest file {self.workdir / 'mosquitto.log'}", "log_type error",
-                     "log_type warning"]
+                     "persistence false", "set_tcp_nodelay true", f"log_dest file {self.workdir / 'mosquitto.log'}",
+                     "log_type error", "log_type warning"]
             if self.tls:
                 lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}", f"keyfile {self.tls.server_key}",
                           "require_certificate true"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -102,3 +105,84 @@ def test_disk_full_is_reported_as_such(tmp_path, monkeypatch):
             spool.put("t", os.urandom(4096))
     assert info.value.condition == "disk_full"
     spool.close()
+
+
+def test_a_spool_file_that_is_not_a_database_is_moved_aside_and_recreated(tmp_path):
+    # Given a spool.sqlite that is not a database (a torn write, a disk error, a stray file)
+    path = tmp_path / "spool.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    # When the spool opens it, Then it is moved aside, a new one works, and the loss is counted and persists
+    with Spool(path) as spool:
+        assert spool.recreated == 1 and spool.durable and spool.recovered is not None
+        moved = Path(spool.recovered["moved_to"])
+        assert moved.read_bytes().startswith(b"this is not a database")
+        assert "not a database" in spool.recovered["reason"]
+        spool.put("t", b"m1")
+        assert [p for _, _, p in spool.peek(10)] == [b"m1"]
+    with Spool(path) as again:
+        assert again.recreated == 1 and again.recovered is None and again.pending == 1
+    # and without recovery the caller gets the error
+    path.write_bytes(b"garbage again" * 100)
+    with pytest.raises(SpoolError, match="cannot open spool"):
+        Spool(path, recover=False)
+
+
+def test_a_spool_that_cannot_be_made_anywhere_lives_in_memory(tmp_path):
+    # Given a spool path whose parent is a file: no database can be made there
+    (tmp_path / "file").write_text("x")
+    with Spool(tmp_path / "file" / "spool.sqlite") as spool:
+        assert not spool.durable and spool.recreated == 1
+        spool.put("t", b"kept in memory")
+        assert spool.pending == 1
+
+
+def test_serve_with_a_corrupt_spool_serves_and_reports_the_loss(tiny_bundle, tmp_path):
+    from edge_runtime.service.config import ServiceConfig
+    from edge_runtime.service.protocol import Topics
+    from edge_runtime.service.runner import serve
+    from edge_runtime.service.transports.fake import FakeTransport
+
+    # Given the service configured with telemetry on a spool file that is not a database
+    spool = tmp_path / "spool.sqlite"
+    spool.write_bytes(b"\x00garbage" * 512)
+    cfg = ServiceConfig(bundle=str(tiny_bundle[0].root), thing="corrupt-spool", backend="onnxruntime", threads=1,
+                        telemetry_interval=3600.0, spool_path=str(spool), status_interval_s=3600.0)
+    topics = Topics.for_thing(cfg.thing)
+    transport = FakeTransport(request_topic=topics.request)
+    stop = threading.Event()
+    codes: list = []
+    server = threading.Thread(target=lambda: codes.append(serve(cfg, stop=stop, transport=transport)), daemon=True)
+    server.start()
+    try:
+        # Then it answers requests (once it exited 2: a restart loop with no inference under Greengrass)
+        transport.wait_for(1, topic=topics.status, timeout=30)
+        transport.deliver({"id": "r1", "text": "play jazz"})
+        assert "intent" in transport.wait_for(1, topic=topics.response, timeout=10)[0].json()
+    finally:
+        stop.set()
+        server.join(30)
+    # and the last window (spooled at the drain, for the next run to send) reports the recreated spool
+    assert codes == [0]
+    with Spool(spool) as after:
+        bodies = [json.loads(p) for _, topic, p in after.peek(100) if topic == topics.telemetry]
+    windows = [b for b in bodies if b.get("type") == "telemetry"]
+    assert windows and windows[-1]["spool"]["recreated"] == 1 and windows[-1]["spool"]["durable"] is True
+
+
+def test_a_spool_held_by_another_process_is_left_alone(tmp_path):
+    import sqlite3
+
+    # Given a healthy spool file that another connection holds an exclusive lock on
+    path = tmp_path / "spool.sqlite"
+    Spool(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        # When the service opens it, Then the file is not moved aside; telemetry is kept in memory meanwhile
+        with Spool(path) as spool:
+            assert not spool.durable and spool.recovered["moved_to"] is None
+        assert path.exists() and not list(tmp_path.glob("spool.sqlite.broken-*"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

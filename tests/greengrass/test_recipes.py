@@ -137,3 +137,24 @@ def test_only_substitutable_variables_are_used():
     used = set(recipe_variables(APP.template)) | set(recipe_variables(MODEL.template))
     assert {v for v in used if not v.startswith("configuration:/")} == {
         "artifacts:decompressedPath", "work:path", "kernel:rootPath", "iot:thingName"}
+
+
+def test_component_names_are_defined_once_and_match_the_gdk_projects():
+    from cloud.greengrass.names import APP_COMPONENT, MODEL_COMPONENT
+
+    assert (MODEL.name, APP.name) == (MODEL_COMPONENT, APP_COMPONENT)
+
+
+def test_one_size_limit_and_one_version_rule_for_building_and_publishing():
+    # The limit is GDK's (16,000 bytes of the recipe file, inclusive) on the exact bytes written and published.
+    from cloud.greengrass.recipe import MAX_RECIPE_BYTES, greengrass_problems, is_version, recipe_bytes
+
+    base = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b", "ComponentVersion": "1.0.0",
+            "Manifests": [{}], "ComponentDescription": ""}
+    pad = MAX_RECIPE_BYTES - len(recipe_bytes(base))
+    at_limit = {**base, "ComponentDescription": "x" * pad}
+    assert len(recipe_bytes(at_limit)) == MAX_RECIPE_BYTES and greengrass_problems(at_limit) == []
+    over = {**base, "ComponentDescription": "x" * (pad + 1)}
+    assert any("16001 bytes" in p for p in greengrass_problems(over))
+    assert [v for v in ("1.0.3", "0.1.0-rc.1+build.7", "10.20.30") if not is_version(v)] == []
+    assert [v for v in ("1.0", "01.0.0", "1.0.0.0", "NEXT_PATCH", "1." + "1" * 62 + ".0", 103) if is_version(v)] == []

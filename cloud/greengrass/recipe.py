@@ -13,7 +13,8 @@ from the Greengrass documentation or the nuclei's sources:
   64 characters (``ComponentVersionString`` of the GreengrassV2 API model).
 - Nucleus Lite (aws-greengrass-lite ``docs/RECIPE_SUPPORT_CHANGES.md``): case-sensitive keys, linux manifests
   with ``runtime`` ``*`` or ``aws_nucleus_lite``, no ``shutdown``/``recover``/``Skipif``, only the variables
-  :data:`PLAIN_VARIABLES` and top-level ``{configuration:/Key}``.
+  :data:`PLAIN_VARIABLES` and top-level ``{configuration:/Key}``, and no recipe variables in component
+  configuration (so none in ``accessControl``: see :func:`_resource_problem`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ GDK_PLACEHOLDERS = ("{COMPONENT_NAME}", "{COMPONENT_VERSION}", "{COMPONENT_AUTHO
 #: Recipe variables Nucleus Lite substitutes (no component-name prefixes, ``configuration:`` only top-level keys).
 PLAIN_VARIABLES = frozenset({"artifacts:path", "artifacts:decompressedPath", "work:path", "kernel:rootPath",
                              "iot:thingName"})
+#: IPC services whose resources are MQTT topic filters (``+``/``#`` work); the others match plain strings with
+#: ``*`` globs (the nucleus' AuthorizationHandler: ResourceLookupPolicy MQTT_STYLE vs STANDARD).
+MQTT_STYLE_SERVICES = frozenset({"aws.greengrass.ipc.mqttproxy"})
 IPC_SERVICES = frozenset({"aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub"})
 _TOP_KEYS = {"RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentType", "ComponentDescription",
              "ComponentPublisher", "ComponentDependencies", "ComponentConfiguration", "Manifests"}
@@ -254,7 +258,8 @@ def validate_recipe(recipe: Any, *, template: bool = False) -> list[str]:
     Checks field names (case-sensitive) and types, the recipe format version, semantic versions, the manifests
     (linux, ``runtime`` ``*`` or ``aws_nucleus_lite``, one per supported architecture), lifecycle steps (no
     ``shutdown``/``recover``/``Skipif``, no ``RequiresPrivilege``), artifacts (URI, Digest, Unarchive,
-    Permission), dependencies, ``accessControl`` (known IPC services, no ``*``), the recipe variables used (including that every
+    Permission), dependencies, ``accessControl`` (known IPC services, no ``*`` alone, no recipe variables,
+    wildcards as each IPC service matches them), the recipe variables used (including that every
     ``{configuration:/Key}`` exists) and the size limit. ``template=True`` accepts
     the GDK placeholders instead of a name, version and digests.
     """
@@ -342,7 +347,33 @@ def _check_access_control(acl: Any) -> list[str]:
                     p.append(f"policy {pid!r}: {key} must be a non-empty list of strings")
                 elif any(x == "*" or x.endswith(":*") for x in items):
                     p.append(f"policy {pid!r}: {key} must name exact values, never '*'")
+                elif key == "resources":
+                    p += [f"policy {pid!r}: resource {r!r}: {why}" for r in items
+                          if (why := _resource_problem(service, r))]
     return p
+
+
+def _resource_problem(service: str, resource: str) -> str:
+    """Why an ``accessControl`` resource would not match what it means to on a device ("" when it is fine).
+
+    The classic nucleus substitutes recipe variables in component configuration only from 2.6.0 with the
+    nucleus option ``interpolateComponentConfiguration: true`` (default false; nucleus ``KernelConfigResolver``),
+    and Nucleus Lite's released versions (up to 2.6.0) never do: a ``{iot:thingName}`` there stays the literal
+    string, so the subscribe fails with UnauthorizedError and the component ends BROKEN. The mqttproxy matches
+    resources as MQTT topic filters (``+``, ``#``) and ``*`` globs; local pub/sub only as strings with ``*``
+    globs, where ``+`` and ``#`` are plain characters (nucleus ``AuthorizationHandler.ResourceLookupPolicy``,
+    ``WildcardTrie``; Lite ``ggipcd`` ``ipc_authz.c`` / ``mqttproxy.c``).
+    """
+    if _VARIABLE.search(resource):
+        return ("recipe variables are not substituted in accessControl on a default nucleus or on Nucleus Lite; "
+                "use a wildcard for the thing segment (the core device's IoT policy scopes it to the thing)")
+    if service in MQTT_STYLE_SERVICES:
+        levels = resource.split("/")
+        if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
+            return "MQTT wildcards must fill a whole level ('#' only the last)"
+    elif "+" in resource or "#" in resource:
+        return "local publish/subscribe matches '+' and '#' literally; use '*'"
+    return ""
 
 
 def _check_manifest(i: int, manifest: Any, template: bool) -> list[str]:

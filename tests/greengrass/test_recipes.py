@@ -16,7 +16,6 @@ from tests.conftest import REPO
 
 MODEL = load_project(PROJECTS_DIR / "model")
 APP = load_project(PROJECTS_DIR / "app")
-ACL_THING = Topics.for_thing("{iot:thingName}")
 
 
 @pytest.mark.parametrize("project", [MODEL, APP], ids=["model", "app"])
@@ -58,7 +57,8 @@ def test_the_app_runs_the_service_from_its_venv_with_the_pinned_requirements():
     for manifest in APP.template["Manifests"]:
         install = manifest["Lifecycle"]["install"]["Script"]
         assert "-m venv" in install and "app/requirements.txt" in install and "--no-deps" in install
-        assert manifest["Lifecycle"]["run"]["Script"] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
+        run = manifest["Lifecycle"]["run"]["Script"]
+        assert run.rstrip().splitlines()[-1] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
     pins = [line for line in (APP.root / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert all(re.match(r"^[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*$", line) for line in pins), "every requirement is pinned"
     pinned = {line.split("==")[0].lower().replace("_", "-") for line in pins}
@@ -85,20 +85,27 @@ def test_default_configuration_keys_are_service_settings_passed_through_the_envi
     assert cfg.transport.value == "ipc" and cfg.max_batch == 32 and cfg.threads is None and cfg.threshold is None
 
 
-def test_access_control_grants_exactly_the_service_topics_never_a_wildcard():
+def test_access_control_grants_exactly_the_service_topics_with_the_thing_level_as_a_wildcard():
+    # Not {iot:thingName}: a default nucleus (interpolateComponentConfiguration false) and Nucleus Lite leave it
+    # literal in accessControl, and the subscribe is refused (tests/greengrass/test_ipc_authorization.py shows it).
+    # The thing level is '+' for the IoT Core MQTT proxy (topic-filter matching) and '*' for local pub/sub (string
+    # globs, where '+' is a plain character); the core device's IoT policy keeps IoT Core to this thing's topics.
     acl = APP.template["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
     assert set(acl) == {"aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub"}
     subscribe = {"aws.greengrass#SubscribeToIoTCore", "aws.greengrass#SubscribeToTopic"}
     publish = {"aws.greengrass#PublishToIoTCore", "aws.greengrass#PublishToTopic"}
-    for policies in acl.values():
+    for service, policies in acl.items():
+        thing = Topics.for_thing("+" if service == "aws.greengrass.ipc.mqttproxy" else "*")
         for policy in policies.values():
             ops, resources = set(policy["operations"]), policy["resources"]
-            assert "*" not in resources and all("{iot:thingName}" in r for r in resources)
+            assert "*" not in resources and not any("{" in r for r in resources)
             if ops <= subscribe:
-                assert resources == [ACL_THING.request]
+                assert resources == [thing.request]
             else:
                 assert ops <= publish
-                assert resources == [ACL_THING.response, ACL_THING.response + "/#", ACL_THING.status, ACL_THING.telemetry]
+                replies = [thing.response, thing.response + "/#"] if service == "aws.greengrass.ipc.mqttproxy" \
+                    else [thing.response]  # local messages carry no MQTT 5 response topic
+                assert resources == replies + [thing.status, thing.telemetry]
 
 
 def _broken(change):  # type: ignore[no-untyped-def]
@@ -126,6 +133,14 @@ def _broken(change):  # type: ignore[no-untyped-def]
     (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
      ["com.slmintents.IntentService:pubsub:replies"].__setitem__("resources", ["*"]), "never '*'"),
     (lambda r: r["ComponentDependencies"][MODEL.name].__setitem__("DependencyType", "HARDER"), "HARD or SOFT"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.mqttproxy"]
+     ["com.slmintents.IntentService:mqttproxy:requests"].__setitem__("resources", ["cmd/intents/{iot:thingName}/request"]),
+     "recipe variables are not substituted in accessControl"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+     ["com.slmintents.IntentService:pubsub:requests"].__setitem__("resources", ["cmd/intents/+/request"]),
+     "matches '+' and '#' literally"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.mqttproxy"]
+     ["com.slmintents.IntentService:mqttproxy:replies"].__setitem__("resources", ["dt/#/status"]), "whole level"),
     (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"].__setitem__("Padding", "x" * 16_000), "16000"),
 ])
 def test_the_checker_catches_what_greengrass_or_nucleus_lite_would_refuse(change, fragment):

@@ -17,7 +17,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, argparse.SUPPRESS, [], "")
-                or action.option_strings == [] and action.nargs in ("?", "*")):
+        if "default" in text or default in (None, False, argparse.SUPPRESS, [], "") or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"

@@ -294,27 +294,32 @@ def check_canary(components: Mapping[str, str], *, greengrass: Any, iot: Any,
             "succeeded": details.get("numberOfSucceededThings", 0)}
 
 
-def deployment_request(components: Mapping[str, str], *, stage: str, target_arn: str,
-                       rollout: RolloutConfig | None = None, current: Mapping[str, Any] | None = None,
-                       deployment_name_: str | None = None,
-                       configuration: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The keyword arguments of ``greengrassv2.create_deployment`` for ``components`` (name -> version).
-
-    ``current`` is the target's latest deployment whose other components are kept (None: only the named ones).
-    """
+def _check_components(components: Mapping[str, str]) -> None:
     if not components:
         raise AwsError("name at least one component to deploy (NAME=VERSION)")
     for name, version in components.items():
         check_version(str(version), f"{name}: version")
+
+
+def deployment_request(components: Mapping[str, str], *, stage: str, target_arn: str,
+                       rollout: RolloutConfig | None = None, current: Mapping[str, Any] | None = None,
+                       name: str | None = None,
+                       configuration: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``greengrassv2.create_deployment`` for ``components`` (name -> version).
+
+    ``current`` is the target's latest deployment whose other components are kept (None: only the named ones);
+    ``name`` the deployment's name (default: ``slm-intents-<stage>``).
+    """
+    _check_components(components)
     rollout = rollout or RolloutConfig.for_stage(stage)
     wanted: dict[str, dict[str, Any]] = {}
-    for name, spec in ((current or {}).get("components") or {}).items():
-        wanted[name] = {"componentVersion": spec["componentVersion"]}
-    for name, version in components.items():
-        wanted[name] = {"componentVersion": str(version)}
-        if configuration and name in configuration:
-            wanted[name]["configurationUpdate"] = {"merge": json.dumps(configuration[name])}
-    return {"targetArn": target_arn, "deploymentName": deployment_name_ or deployment_name(stage),
+    for component, spec in ((current or {}).get("components") or {}).items():
+        wanted[component] = {"componentVersion": spec["componentVersion"]}
+    for component, version in components.items():
+        wanted[component] = {"componentVersion": str(version)}
+        if configuration and component in configuration:
+            wanted[component]["configurationUpdate"] = {"merge": json.dumps(configuration[component])}
+    return {"targetArn": target_arn, "deploymentName": name or deployment_name(stage),
             "components": wanted, "deploymentPolicies": rollout.deployment_policies(),
             "iotJobConfiguration": rollout.iot_job_configuration(), "tags": deployment_tags(stage)}
 
@@ -333,15 +338,14 @@ def deploy(components: Mapping[str, str], *, stage: str, greengrass: Any, iot: A
     group = thing_group or THING_GROUPS.get(stage)
     if not group:
         raise AwsError(f"unknown stage {stage!r}; expected one of: {', '.join(THING_GROUPS)}")
-    for name, version in components.items():  # before any call
-        check_version(str(version), f"{name}: version")
+    _check_components(components)  # before any call
     canary = None
     if stage == "fleet" and require_canary and not dry_run:
         canary = check_canary(components, greengrass=greengrass, iot=iot)
     target = target_arn or thing_group_arn(iot, group)
     current = latest_deployment(greengrass, target) if merge_current else None
     request = deployment_request(components, stage=stage, target_arn=target, rollout=rollout, current=current,
-                                 deployment_name_=deployment_name, configuration=configuration)
+                                 name=deployment_name, configuration=configuration)
     summary = {"target_arn": target, "thing_group": group, "stage": stage,
                "components": {k: v["componentVersion"] for k, v in request["components"].items()}}
     if dry_run:

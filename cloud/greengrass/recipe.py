@@ -120,10 +120,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def check_recipe(recipe: Any, where: str, *, project: bool = False) -> tuple[str, str]:
-    """``(name, version)`` of a recipe Greengrass takes (:func:`greengrass_problems`; ``project=True``: all of
-    :func:`validate_recipe`), else :class:`RecipeError` listing every problem."""
-    problems = validate_recipe(recipe) if project else greengrass_problems(recipe)
+def check_recipe(recipe: Any, where: str) -> tuple[str, str]:
+    """``(name, version)`` of a recipe Greengrass takes (:func:`greengrass_problems`: any recipe, GDK-built ones
+    included), else :class:`RecipeError` listing every problem. This project's own recipes get all of
+    :func:`validate_recipe` when they are built."""
+    problems = greengrass_problems(recipe)
     if problems:
         raise RecipeError(f"{where}: the recipe is invalid: " + "; ".join(problems))
     return recipe["ComponentName"], recipe["ComponentVersion"]

@@ -8,13 +8,23 @@
     ├── ValidationFailed   the Great Expectations suite failed; carries the report
     ├── GateFailed         the model did not pass the F1 / INT8-drop gate
     ├── RegistryError      unknown model package, illegal approval transition
+    │   └── RegistryCallFailed   a SageMaker Model Registry call failed (``code``: the AWS error code)
     ├── CompileError       export, quantization or the INT8/FP32 agreement check failed
+    ├── GreengrassError    anything cloud.greengrass refuses
+    │   ├── RecipeError          a recipe or component version Greengrass would refuse (cloud.greengrass.recipe)
+    │   └── ComponentBuildError  a component cannot be built: registry version, bundle, templates, wheel, key
+    ├── RolloutError       a rollout command cannot proceed (cloud.rollout: wrong state, missing data)
     └── AwsError           (cloud.aws.errors) missing SDK, a failed AWS call, Neo failure, a blocked deployment
+        ├── DependencyMissing
+        ├── AwsCallFailed
+        ├── NeoCompileFailed
+        └── DeploymentBlocked
 """
 
 from __future__ import annotations
 
-__all__ = ["CloudError", "ParamsError", "DataError", "ValidationFailed", "GateFailed", "RegistryError", "CompileError"]
+__all__ = ["CloudError", "ParamsError", "DataError", "ValidationFailed", "GateFailed", "RegistryError",
+           "RegistryCallFailed", "CompileError", "GreengrassError", "RecipeError", "ComponentBuildError", "RolloutError"]
 
 
 class CloudError(Exception):
@@ -47,3 +57,28 @@ class RegistryError(CloudError):
 
 class CompileError(CloudError):
     """ONNX export, INT8 quantization or the INT8-vs-FP32 agreement check failed."""
+
+
+class RegistryCallFailed(RegistryError):
+    """A call to a remote registry (SageMaker Model Registry) failed; ``operation`` and ``code`` say which and why."""
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        super().__init__(f"SageMaker {operation} failed: {code}: {message}")
+        self.operation = operation
+        self.code = code
+
+
+class GreengrassError(CloudError):
+    """Base class of what :mod:`cloud.greengrass` refuses."""
+
+
+class RecipeError(GreengrassError):
+    """A recipe or component version that Greengrass (or Nucleus Lite) would refuse; the message lists why."""
+
+
+class ComponentBuildError(GreengrassError):
+    """A component cannot be built: the registry version, its bundle, the templates, the wheel or the key is unusable."""
+
+
+class RolloutError(CloudError):
+    """A rollout command cannot proceed (wrong state, missing data, a deployment call failed)."""

@@ -2,12 +2,11 @@
 
 ::
 
-    python -m cloud.rollout plan    --version 1.0.3 --component com.slmintents.IntentModel=1.0.3 \\
-                                    --gates gates.json --out rollout.json
-    python -m cloud.rollout start   --state rollout.json --region eu-west-1      # canary deployment (ROLLBACK, abort criteria)
-    python -m cloud.rollout status  --state rollout.json --telemetry telemetry/  # deployments + gate verdict so far
-    python -m cloud.rollout promote --state rollout.json --telemetry telemetry/  # gates pass: fleet groups; fail: roll back
-    python -m cloud.rollout abort   --state rollout.json                         # cancel, canary back to what it ran
+    python -m cloud.rollout plan    --version 1.0.3 --component com.slmintents.IntentModel=1.0.3 --gates gates.json
+    python -m cloud.rollout start   --region eu-west-1         # canary deployment (ROLLBACK, abort criteria)
+    python -m cloud.rollout status  --telemetry telemetry/     # deployments + gate verdict so far
+    python -m cloud.rollout promote --telemetry telemetry/     # gates pass: fleet groups; fail: roll back
+    python -m cloud.rollout abort                              # cancel, canary back to what it ran
 
 The state file holds the plan and everything that happened (deployments, verdicts); every command reads and
 rewrites it. ``--telemetry`` names JSON-lines files or folders of the messages devices publish on
@@ -15,9 +14,10 @@ rewrites it. ``--telemetry`` names JSON-lines files or folders of the messages d
 from a local broker). Gates (:class:`Gates`) judge the canary's windows of the new model version: server error
 rate, latency p95, drift alerts, and, when the canary ran the version in shadow first, shadow agreement.
 
-Deployments go through a :class:`DeploymentBackend`: :class:`GreengrassBackend` (``greengrassv2.create_deployment``
-with ``failureHandlingPolicy: ROLLBACK`` and IoT job abort criteria, through :mod:`cloud.aws.greengrass`) or
-:class:`LocalBackend` (service processes on one local broker, for the fleet simulation and demos).
+Deployments go through a :class:`DeploymentBackend`: :class:`cloud.aws.greengrass.GreengrassBackend`
+(``greengrassv2.create_deployment`` with ``failureHandlingPolicy: ROLLBACK`` and IoT job abort criteria) or
+:class:`LocalBackend` (service processes on one local broker, for the fleet simulation and demos). The state
+file defaults to ``<store>/slm-intents/rollouts/rollout.json``.
 """
 
 from __future__ import annotations
@@ -33,18 +33,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from .errors import CloudError
-from .greengrass import component_pin
+from .clihelp import HelpFormatter
+from .errors import CloudError, RolloutError
+from .greengrass.names import MODEL_COMPONENT, THING_GROUPS
+from .greengrass.recipe import component_pin
+from .store import DEFAULT_STORE, Store
 
-__all__ = ["Gates", "GateResult", "RolloutPlan", "Rollout", "RolloutError", "DeploymentBackend", "GreengrassBackend",
-           "LocalBackend", "judge", "load_telemetry", "main"]
+__all__ = ["Gates", "GateResult", "RolloutPlan", "Rollout", "RolloutError", "DeploymentBackend", "LocalBackend",
+           "judge", "load_telemetry", "main", "build_parser"]
 
 #: error codes that count against a model version (the others are the clients' fault)
 SERVER_ERRORS = ("internal", "overloaded")
-
-
-class RolloutError(CloudError):
-    """A rollout command cannot proceed (wrong state, missing data, a deployment call failed)."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,8 @@ class RolloutPlan:
 
     version: str
     components: Mapping[str, str]
-    canary_group: str = "slm-intents-canary"
-    fleet_groups: tuple[str, ...] = ("slm-intents-fleet",)
+    canary_group: str = THING_GROUPS["canary"]
+    fleet_groups: tuple[str, ...] = (THING_GROUPS["fleet"],)
     gates: Gates = field(default_factory=Gates)
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,54 +265,6 @@ class Rollout:
 
 
 # ------------------------------------------------------------------------------------------------ backends
-class GreengrassBackend:
-    """Thing groups of AWS IoT, deployments of Greengrass v2 (through :mod:`cloud.aws.greengrass`)."""
-
-    def __init__(self, greengrass: Any, iot: Any) -> None:
-        self.greengrass, self.iot = greengrass, iot
-
-    def current(self, group: str) -> dict[str, str]:
-        from .aws.greengrass import _latest_deployment, _thing_group_arn
-
-        latest = _latest_deployment(self.greengrass, _thing_group_arn(self.iot, group))
-        return {k: v["componentVersion"] for k, v in ((latest or {}).get("components") or {}).items()}
-
-    def deploy(self, group: str, components: Mapping[str, str], *, stage: str) -> dict[str, Any]:
-        from .aws.greengrass import RolloutConfig, deploy
-
-        # merge_current=False: ``components`` is the whole wanted set (the plan's, or the previous one on rollback);
-        # fleet stages also need Greengrass' own verdict that every canary device took the deployment.
-        return deploy(dict(components), stage=stage, greengrass=self.greengrass, iot=self.iot, thing_group=group,
-                      rollout=RolloutConfig.for_stage(stage), merge_current=False, require_canary=stage == "fleet",
-                      deployment_name=f"slm-intents-{group}")
-
-    def status(self, deployment: Mapping[str, Any]) -> dict[str, Any]:
-        from .aws._boto import call
-
-        d = call(self.greengrass.get_deployment, deploymentId=deployment["deployment_id"])
-        out = {"state": d.get("deploymentStatus")}
-        if d.get("iotJobId"):
-            out["job"] = call(self.iot.describe_job, jobId=d["iotJobId"])["job"].get("jobProcessDetails", {})
-        return out
-
-    def cancel(self, deployment: Mapping[str, Any]) -> None:
-        from .aws._boto import call
-
-        call(self.greengrass.cancel_deployment, deploymentId=deployment["deployment_id"])
-
-    def things(self, group: str) -> list[str] | None:
-        from .aws._boto import call
-
-        names: list[str] = []
-        kwargs: dict[str, Any] = {"thingGroupName": group}
-        while True:
-            page = call(self.iot.list_things_in_thing_group, **kwargs)
-            names += page.get("things", [])
-            if not page.get("nextToken"):
-                return names
-            kwargs["nextToken"] = page["nextToken"]
-
-
 class LocalBackend:
     """Devices as ``python -m edge_runtime serve`` processes on one local broker (the fleet simulation).
 
@@ -322,7 +273,7 @@ class LocalBackend:
     ``env`` adds environment (telemetry interval, drift thresholds ...) to every device.
     """
 
-    COMPONENT = "com.slmintents.IntentModel"
+    COMPONENT = MODEL_COMPONENT
 
     def __init__(self, broker: str, groups: Mapping[str, Sequence[str]], bundles: Mapping[str, str | Path], *,
                  workdir: str | Path, env: Mapping[str, str] | None = None) -> None:
@@ -396,31 +347,35 @@ class LocalBackend:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _greengrass_backend(region: str | None) -> GreengrassBackend:
-    from .aws._boto import make_client, make_session
-
-    session = make_session(region)
-    return GreengrassBackend(make_client("greengrassv2", region=region, session=session),
-                             make_client("iot", region=region, session=session))
+def _state_path(args: argparse.Namespace, flag: str) -> Path:
+    """``--out`` / ``--state`` when given, else the store's default state file."""
+    given = getattr(args, flag)
+    return Path(given) if given else Store(Path(args.store)).rollouts() / "rollout.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(prog="python -m cloud.rollout", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plan", help="write the rollout state file: version, components, groups, gates")
+    p = sub.add_parser("plan", help="write the rollout state file: version, components, groups, gates",
+                       formatter_class=HelpFormatter)
     p.add_argument("--version", required=True, help="the model version the gates judge (telemetry model.version)")
-    p.add_argument("--component", action="append", type=component_pin, required=True, metavar="NAME=VERSION")
-    p.add_argument("--canary-group", default="slm-intents-canary")
-    p.add_argument("--fleet-group", action="append", default=None, help="fleet thing groups, in order")
-    p.add_argument("--gates", default=None, help="JSON file of gates (see cloud.rollout.Gates)")
-    p.add_argument("--out", default="rollout.json")
+    p.add_argument("--component", action="append", type=component_pin, required=True, metavar="NAME=VERSION",
+                   help="a component version to deploy (repeat)")
+    p.add_argument("--canary-group", default=THING_GROUPS["canary"], help="the canary thing group")
+    p.add_argument("--fleet-group", action="append", default=None,
+                   help=f"fleet thing groups, in order (repeat; default: {THING_GROUPS['fleet']})")
+    p.add_argument("--gates", default=None, help="JSON file of gates (see cloud.rollout.Gates; default: its defaults)")
+    p.add_argument("--store", default=DEFAULT_STORE, help="store whose rollouts/ holds the state file")
+    p.add_argument("--out", default=None, help="state file (default: <store>/slm-intents/rollouts/rollout.json)")
     for name, helptext in (("start", "deploy to the canary group"),
                            ("status", "deployments and, with --telemetry, the gate verdict so far"),
                            ("promote", "judge the canary; pass: deploy to the fleet groups; fail: roll back"),
                            ("abort", "cancel the canary deployment and roll it back")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--state", default="rollout.json")
-        p.add_argument("--region", default=None)
+        p = sub.add_parser(name, help=helptext, formatter_class=HelpFormatter)
+        p.add_argument("--store", default=DEFAULT_STORE, help="store whose rollouts/ holds the state file")
+        p.add_argument("--state", default=None, help="state file (default: <store>/slm-intents/rollouts/rollout.json)")
+        p.add_argument("--region", default=None, help="AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)")
         if name in ("status", "promote"):
             p.add_argument("--telemetry", nargs="+", required=name == "promote",
                            help="JSON-lines files or folders of telemetry messages")
@@ -434,10 +389,14 @@ def main(argv: Sequence[str] | None = None, *, backend: DeploymentBackend | None
         if args.command == "plan":
             gates = Gates.from_dict(json.loads(Path(args.gates).read_text())) if args.gates else Gates()
             plan = RolloutPlan(args.version, dict(args.component), args.canary_group,
-                               tuple(args.fleet_group or ("slm-intents-fleet",)), gates)
-            print(json.dumps(Rollout.create(plan, args.out), indent=2))
+                               tuple(args.fleet_group or (THING_GROUPS["fleet"],)), gates)
+            print(json.dumps(Rollout.create(plan, _state_path(args, "out")), indent=2))
             return 0
-        rollout = Rollout(args.state, backend or _greengrass_backend(args.region))
+        if backend is None:
+            from .aws.greengrass import GreengrassBackend
+
+            backend = GreengrassBackend.for_region(args.region)
+        rollout = Rollout(_state_path(args, "state"), backend)
         telemetry = load_telemetry(args.telemetry) if getattr(args, "telemetry", None) else None
         if args.command == "start":
             result: Any = rollout.start()

@@ -5,10 +5,10 @@ With ``sample_rate`` > 0 in the service configuration, devices publish ``samples
 (an IoT rule to S3 writes one message per line; ``python -m cloud.shadow collect`` does it from a local broker)
 and score them with the reference model:
 
-    python -m cloud.shadow collect --broker mqtt://127.0.0.1:1883 --seconds 60 --out samples.jsonl
-    python -m cloud.shadow compare --samples samples.jsonl --model .store/slm-intents/models/<run> --out shadow/
-    python -m cloud.shadow compare --samples samples.jsonl --bundle edge/fp32 --out shadow/
-    python -m cloud.shadow compare --samples samples.jsonl --endpoint intents-fp32 --region eu-west-1 --out shadow/
+    python -m cloud.shadow collect --broker mqtt://127.0.0.1:1883 --seconds 60   # .store/slm-intents/shadow/samples.jsonl
+    python -m cloud.shadow compare --model .store/slm-intents/models/<run>      # report: .store/slm-intents/shadow/report
+    python -m cloud.shadow compare --samples s.jsonl --bundle edge/fp32 --out shadow-report/
+    python -m cloud.shadow compare --endpoint intents-fp32 --region eu-west-1
 
 The reference is the FP32 checkpoint (``--model``, needs the ``cloud`` extra), any edge bundle (``--bundle``) or a
 SageMaker endpoint (``--endpoint``, JSON ``{"inputs": [...]}`` in, ``[{"label", "score"}]`` or
@@ -28,7 +28,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .clihelp import HelpFormatter
 from .errors import CloudError
+from .store import DEFAULT_STORE, Store
 
 __all__ = ["load_samples", "compare", "bundle_scorer", "model_scorer", "endpoint_scorer", "render_report", "main"]
 
@@ -143,7 +145,7 @@ def model_scorer(model_dir: str | Path, *, max_length: int = 40) -> Scorer:
 def endpoint_scorer(endpoint: str, *, region: str | None = None, client: Any = None, batch: int = 32) -> Scorer:
     """Score with a SageMaker real-time endpoint serving the FP32 model."""
     def score(texts: Sequence[str]) -> list[tuple[str, float]]:
-        from .aws._boto import call, make_client
+        from .aws.clients import call, make_client
 
         runtime = client or make_client("sagemaker-runtime", region=region)
         out: list[tuple[str, float]] = []
@@ -227,6 +229,7 @@ def collect(broker: str, out: Path, *, seconds: float, topic: str = "dt/intents/
     n = 0
     deadline = time.monotonic() + seconds
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as f:
             while time.monotonic() < deadline and (max_messages is None or n < max_messages):
                 try:
@@ -248,28 +251,40 @@ def collect(broker: str, out: Path, *, seconds: float, topic: str = "dt/intents/
 
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(prog="python -m cloud.shadow", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="score sampled device answers with the cloud reference model")
-    c.add_argument("--samples", nargs="+", required=True, help="JSON-lines files or folders of telemetry messages")
+    c = sub.add_parser("compare", help="score sampled device answers with the cloud reference model",
+                       formatter_class=HelpFormatter)
+    c.add_argument("--store", default=DEFAULT_STORE, help="store whose shadow/ holds the defaults")
+    c.add_argument("--samples", nargs="+", default=None,
+                   help="JSON-lines files or folders of telemetry messages (default: <store>/slm-intents/shadow/samples.jsonl)")
     ref = c.add_mutually_exclusive_group(required=True)
     ref.add_argument("--model", help="FP32 checkpoint folder (cloud.train output)")
     ref.add_argument("--bundle", help="an edge bundle folder as the reference (e.g. the FP32 ONNX one)")
     ref.add_argument("--endpoint", help="SageMaker endpoint serving the FP32 model")
-    c.add_argument("--region", default=None)
-    c.add_argument("--out", default="shadow", help="folder for shadow.json, report.md, shadow.png")
+    c.add_argument("--region", default=None, help="AWS region of the endpoint (default: AWS_REGION, then AWS_DEFAULT_REGION)")
+    c.add_argument("--out", default=None,
+                   help="folder for shadow.json, report.md, shadow.png (default: <store>/slm-intents/shadow/report)")
     c.add_argument("--min-agreement", type=float, default=None, help="exit 1 below this agreement (0-1)")
-    k = sub.add_parser("collect", help="gather 'samples' telemetry messages from a local broker into a file")
-    k.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    k.add_argument("--topic", default="dt/intents/+/telemetry")
-    k.add_argument("--seconds", type=float, default=60.0)
-    k.add_argument("--max-messages", type=int, default=None)
-    k.add_argument("--out", default="samples.jsonl")
+    k = sub.add_parser("collect", help="gather 'samples' telemetry messages from a local broker into a file",
+                       formatter_class=HelpFormatter)
+    k.add_argument("--store", default=DEFAULT_STORE, help="store whose shadow/ holds the default output")
+    k.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL")
+    k.add_argument("--topic", default="dt/intents/+/telemetry", help="topic filter of the telemetry")
+    k.add_argument("--seconds", type=float, default=60.0, help="how long to listen")
+    k.add_argument("--max-messages", type=int, default=None, help="stop after this many messages")
+    k.add_argument("--out", default=None, help="JSON-lines file (default: <store>/slm-intents/shadow/samples.jsonl)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    shadow_dir = Store(Path(args.store)).shadow()
+    if args.out is None:
+        args.out = str(shadow_dir / ("samples.jsonl" if args.command == "collect" else "report"))
+    if args.command == "compare" and not args.samples:
+        args.samples = [str(shadow_dir / "samples.jsonl")]
     try:
         if args.command == "collect":
             n = collect(args.broker, Path(args.out), seconds=args.seconds, topic=args.topic,

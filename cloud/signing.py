@@ -3,18 +3,22 @@
 The device side (and the format of ``manifest.sig``) is :mod:`edge_runtime.signing`. The private key stays
 with the release pipeline (a KMS-held or offline key in production); devices get only the public key.
 
-Command line (``pip install 'slm-intents[signing]'``)::
+Command line (``pip install 'slm-intents[signing]'``); ``keygen`` writes into the store's ``keys/`` unless
+told otherwise, never into the working directory::
 
-    python -m cloud.signing keygen --private signing.key --public signing.pub
-    python -m cloud.signing sign --key signing.key .store/slm-intents/edge/1
-    python -m cloud.signing verify --public-key signing.pub .store/slm-intents/edge/1
+    python -m cloud.signing keygen            # .store/slm-intents/keys/signing.key (0600) and signing.pub
+    python -m cloud.signing sign --key .store/slm-intents/keys/signing.key .store/slm-intents/edge/1
+    python -m cloud.signing verify --public-key .store/slm-intents/keys/signing.pub .store/slm-intents/edge/1
 
-Sign *after* the bundle is complete and *before* it is zipped (``zip_bundle`` carries ``manifest.sig``).
+On Greengrass, ``python -m cloud.greengrass build --sign-key KEY`` signs while it builds the model component
+(``manifest.sig`` inside ``model.zip``), and the app component's ``BundlePublicKey`` takes the one-line
+base64 public key that ``keygen`` prints (:func:`public_key_b64`).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 from pathlib import Path
@@ -24,7 +28,7 @@ from edge_runtime.bundle import MANIFEST_NAME, Bundle
 from edge_runtime.errors import BundleError, SignatureError
 from edge_runtime.signing import SIGNATURE_NAME, encode_signature, load_public_key, verify_bundle
 
-__all__ = ["generate_keypair", "load_private_key", "sign_bundle", "main"]
+__all__ = ["generate_keypair", "load_private_key", "public_key_b64", "sign_bundle", "main"]
 
 
 def _crypto() -> Any:
@@ -44,10 +48,20 @@ def generate_keypair(private_path: str | os.PathLike[str], public_path: str | os
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    Path(private_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(public_path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
     Path(public_path).write_bytes(public_pem)
+
+
+def public_key_b64(private_key: Any) -> str:
+    """The base64 of the 32 raw bytes of ``private_key``'s public key: one line, what ``BundlePublicKey`` takes
+    (and what :func:`edge_runtime.signing.load_public_key` reads from a file)."""
+    _, serialization = _crypto()
+    raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Any:
@@ -81,11 +95,19 @@ def sign_bundle(bundle_dir: str | os.PathLike[str], private_key: Any) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .clihelp import HelpFormatter
+    from .store import DEFAULT_STORE, Store
+
     parser = argparse.ArgumentParser(prog="python -m cloud.signing", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("keygen", help="write a new Ed25519 key pair")
-    p.add_argument("--private", required=True, help="private key file to create (PEM, mode 0600; must not exist)")
-    p.add_argument("--public", required=True, help="public key file to write (PEM), for the devices")
+    p = sub.add_parser("keygen", help="write a new Ed25519 key pair",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--store", default=DEFAULT_STORE, help="store whose keys/ gets the pair")
+    p.add_argument("--private", default=None,
+                   help="private key file to create (PEM, mode 0600; must not exist) "
+                        "(default: <store>/slm-intents/keys/signing.key)")
+    p.add_argument("--public", default=None,
+                   help="public key file to write (PEM), for the devices (default: <store>/slm-intents/keys/signing.pub)")
     p = sub.add_parser("sign", help="sign a bundle directory's manifest (writes manifest.sig)")
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     p.add_argument("bundle", help="bundle directory")
@@ -95,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
-            generate_keypair(args.private, args.public)
-            print(f"wrote {args.private} (keep secret) and {args.public} (for devices)")
+            keys = Store(Path(args.store)).keys()
+            private = Path(args.private) if args.private else keys / "signing.key"
+            public = Path(args.public) if args.public else keys / "signing.pub"
+            generate_keypair(private, public)
+            print(f"wrote {private} (keep secret) and {public} (for devices)")
+            print(f"BundlePublicKey (Greengrass app configuration): {public_key_b64(load_private_key(private))}")
         elif args.command == "sign":
             print(f"signed: {sign_bundle(args.bundle, args.key)}")
         else:

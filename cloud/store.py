@@ -10,6 +10,12 @@ Key layout under ``<store>/<project>/``::
     edge/<version>/           the edge bundle directory and bundle.zip
     registry.sqlite           the local model registry
     cache/                    step-cache records
+    greengrass/<version>/     the Greengrass components of a registry version (recipes/, artifacts/, build.json)
+    keys/                     bundle signing keys made by ``cloud.signing keygen`` (signing.key is mode 0600)
+    rollouts/                 rollout state files (``cloud.rollout plan``; rollout.json by default)
+    shadow/                   telemetry samples (samples.jsonl, ``cloud.shadow collect``) and shadow reports
+
+Commands write here (or where the user says), never into the working directory by default.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING, Union
 if TYPE_CHECKING:
     from .aws.s3store import S3Store
 
-__all__ = ["Store", "DEFAULT_STORE"]
+__all__ = ["Store", "DEFAULT_STORE", "PROJECT"]
 
 DEFAULT_STORE = ".store"
 PROJECT = "slm-intents"
@@ -74,6 +80,18 @@ class Store:
 
     def cache(self) -> Path:
         return self.base / "cache"
+
+    def greengrass(self, version: str) -> Path:
+        return self.base / "greengrass" / str(version)
+
+    def keys(self) -> Path:
+        return self.base / "keys"
+
+    def rollouts(self) -> Path:
+        return self.base / "rollouts"
+
+    def shadow(self) -> Path:
+        return self.base / "shadow"
 
     @property
     def registry_db(self) -> Path:

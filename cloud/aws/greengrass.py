@@ -6,18 +6,25 @@
 URIs there (matched by file name) and calls ``greengrassv2.create_component_version``; it waits until each
 version is ``DEPLOYABLE``.
 
-``deploy`` calls ``greengrassv2.create_deployment`` on a thing group with ``deploymentPolicies``
+Recipes and versions are checked by the one validator, :mod:`cloud.greengrass.recipe`, before anything is
+uploaded. ``deploy`` calls ``greengrassv2.create_deployment`` on a thing group with ``deploymentPolicies``
 (``failureHandlingPolicy: ROLLBACK``) and an ``iotJobConfiguration`` (exponential rollout rate, abort criteria,
 timeout). A thing group has one active deployment, which replaces the previous one, so a staged rollout uses
 two groups: ``slm-intents-canary`` first, then ``slm-intents-fleet``; deploying to the fleet is refused unless
 the canary group's latest deployment has the same component versions and its IoT job reports every
 device succeeded. Components of the group's current deployment that are not named are kept.
+``deploy --dry-run`` prints the exact CreateDeployment request and creates nothing (it still reads the group's
+ARN and current deployment unless ``--target-arn`` and ``--no-merge`` are given; it skips the canary check).
+
+No deployment touches the nucleus: the app's ``accessControl`` needs no recipe-variable interpolation (see
+greengrass/README.md, "IPC authorization"), so any nucleus 2.x and Nucleus Lite run it as deployed.
+:class:`GreengrassBackend` is :mod:`cloud.rollout`'s deployment backend on AWS.
 
 ::
 
-    python -m cloud.aws.greengrass publish --build-dir greengrass-build --bucket B --region R
+    python -m cloud.aws.greengrass publish --version 3 --bucket B --region R   # <store>/slm-intents/greengrass/3
     python -m cloud.aws.greengrass deploy --stage canary --component com.slmintents.IntentModel=1.0.3 \\
-        --component com.slmintents.IntentService=1.0.3 --region R
+        --component com.slmintents.IntentService=1.0.3 --region R [--dry-run]
     python -m cloud.aws.greengrass deploy --stage fleet  --component ... --region R
 """
 
@@ -25,24 +32,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..greengrass import component_pin
-from ._boto import call, make_client, make_session
+from ..clihelp import HelpFormatter
+from ..errors import CloudError, RecipeError
+from ..greengrass import recipe as gg_recipe
+from ..greengrass.names import THING_GROUPS, deployment_name, deployment_tags
+from ..greengrass.recipe import component_pin, load_recipe, recipe_bytes
+from .clients import call, make_client, make_session
 from .errors import AwsCallFailed, AwsError, DeploymentBlocked
 from .s3store import S3Store
 
-__all__ = ["Component", "PublishedComponent", "RolloutConfig", "THING_GROUPS", "load_recipe", "find_components",
-           "publish", "deploy", "check_canary", "main"]
-
-THING_GROUPS = {"canary": "slm-intents-canary", "fleet": "slm-intents-fleet"}
-MAX_RECIPE_BYTES = 16 * 1024
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+__all__ = ["Component", "PublishedComponent", "RolloutConfig", "GreengrassBackend", "THING_GROUPS", "load_recipe",
+           "find_components", "publish", "deployment_request", "deploy", "check_canary", "thing_group_arn",
+           "latest_deployment", "main"]
 
 
 @dataclass(frozen=True)
@@ -133,32 +140,19 @@ class RolloutConfig:
 
 
 # --------------------------------------------------------------------------------------------------- recipes
-def load_recipe(path: Path) -> dict[str, Any]:
-    """A recipe file (JSON, or YAML with PyYAML installed)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise AwsError(f"{path}: reading YAML recipes needs PyYAML (pip install pyyaml)") from None
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise AwsError(f"{path}: a recipe must be a mapping")
-    return data
+def check_recipe(recipe: Mapping[str, Any], where: str) -> tuple[str, str]:
+    """:func:`cloud.greengrass.recipe.check_recipe`, refusals as :class:`AwsError` (what publish raises)."""
+    try:
+        return gg_recipe.check_recipe(recipe, where)
+    except RecipeError as exc:
+        raise AwsError(str(exc)) from None
 
 
-def _check_recipe(recipe: Mapping[str, Any], where: str) -> tuple[str, str]:
-    name, version = recipe.get("ComponentName"), str(recipe.get("ComponentVersion", ""))
-    if not isinstance(name, str) or not name:
-        raise AwsError(f"{where}: the recipe has no ComponentName")
-    if not _SEMVER.match(version):
-        raise AwsError(f"{where}: ComponentVersion {version!r} is not a semantic version "
-                       "(NEXT_PATCH and friends are resolved by the build step, not by publish)")
-    if not recipe.get("Manifests"):
-        raise AwsError(f"{where}: the recipe has no Manifests")
-    return name, version
+def check_version(version: str, where: str) -> str:
+    try:
+        return gg_recipe.check_version(version, where)
+    except RecipeError as exc:
+        raise AwsError(str(exc)) from None
 
 
 def find_components(build_dir: Path) -> list[Component]:
@@ -170,7 +164,7 @@ def find_components(build_dir: Path) -> list[Component]:
     components = []
     for path in recipes:
         recipe = load_recipe(path)
-        name, version = _check_recipe(recipe, str(path))
+        name, version = check_recipe(recipe, str(path))
         folder = build_dir / "artifacts" / name / version
         files = {p.name: p for p in sorted(folder.glob("*")) if p.is_file()} if folder.is_dir() else {}
         components.append(Component(name, version, recipe, files, path))
@@ -198,16 +192,15 @@ def publish(components: Sequence[Component], *, store: S3Store, greengrass: Any,
     published = []
     for comp in components:
         where = str(comp.source or comp.name)
-        _check_recipe(comp.recipe, where)
+        check_recipe(comp.recipe, where)
         uploaded = {}
         for file_name, path in comp.artifacts.items():
             uri = store.uri_of("greengrass", comp.name, comp.version, file_name)
             store.upload_file(path, uri)
             uploaded[file_name] = uri
         recipe = _rewrite_artifacts(comp.recipe, uploaded, where)
-        body = json.dumps(recipe, indent=2).encode()
-        if len(body) > MAX_RECIPE_BYTES:
-            raise AwsError(f"{where}: the recipe is {len(body)} bytes; Greengrass takes at most {MAX_RECIPE_BYTES}")
+        check_recipe(recipe, where)  # the S3 URIs may have made it longer
+        body = recipe_bytes(recipe)
         try:
             response = call(greengrass.create_component_version, inlineRecipe=body)
             arn = response["arn"]
@@ -257,7 +250,7 @@ def _wait_deployable(greengrass: Any, arn: str, *, wait: bool, timeout_s: float,
 
 
 # --------------------------------------------------------------------------------------------------- deploy
-def _thing_group_arn(iot: Any, group: str) -> str:
+def thing_group_arn(iot: Any, group: str) -> str:
     try:
         return str(call(iot.describe_thing_group, thingGroupName=group)["thingGroupArn"])
     except AwsCallFailed as exc:
@@ -266,7 +259,8 @@ def _thing_group_arn(iot: Any, group: str) -> str:
         raise
 
 
-def _latest_deployment(greengrass: Any, target_arn: str) -> dict[str, Any] | None:
+def latest_deployment(greengrass: Any, target_arn: str) -> dict[str, Any] | None:
+    """The latest deployment on a target (``get_deployment``'s answer), or None when it has none."""
     rows = call(greengrass.list_deployments, targetArn=target_arn, historyFilter="LATEST_ONLY").get("deployments", [])
     if not rows:
         return None
@@ -276,8 +270,8 @@ def _latest_deployment(greengrass: Any, target_arn: str) -> dict[str, Any] | Non
 def check_canary(components: Mapping[str, str], *, greengrass: Any, iot: Any,
                  canary_group: str = THING_GROUPS["canary"]) -> dict[str, Any]:
     """Raise :class:`DeploymentBlocked` unless the canary group runs ``components`` and every device succeeded."""
-    target = _thing_group_arn(iot, canary_group)
-    latest = _latest_deployment(greengrass, target)
+    target = thing_group_arn(iot, canary_group)
+    latest = latest_deployment(greengrass, target)
     if latest is None:
         raise DeploymentBlocked(f"the canary group {canary_group} has no deployment; deploy --stage canary first")
     running = {k: v.get("componentVersion") for k, v in (latest.get("components") or {}).items()}
@@ -300,68 +294,163 @@ def check_canary(components: Mapping[str, str], *, greengrass: Any, iot: Any,
             "succeeded": details.get("numberOfSucceededThings", 0)}
 
 
+def _check_components(components: Mapping[str, str]) -> None:
+    if not components:
+        raise AwsError("name at least one component to deploy (NAME=VERSION)")
+    for name, version in components.items():
+        check_version(str(version), f"{name}: version")
+
+
+def deployment_request(components: Mapping[str, str], *, stage: str, target_arn: str,
+                       rollout: RolloutConfig | None = None, current: Mapping[str, Any] | None = None,
+                       name: str | None = None,
+                       configuration: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``greengrassv2.create_deployment`` for ``components`` (name -> version).
+
+    ``current`` is the target's latest deployment whose other components are kept (None: only the named ones);
+    ``name`` the deployment's name (default: ``slm-intents-<stage>``).
+    """
+    _check_components(components)
+    rollout = rollout or RolloutConfig.for_stage(stage)
+    wanted: dict[str, dict[str, Any]] = {}
+    for component, spec in ((current or {}).get("components") or {}).items():
+        wanted[component] = {"componentVersion": spec["componentVersion"]}
+    for component, version in components.items():
+        wanted[component] = {"componentVersion": str(version)}
+        if configuration and component in configuration:
+            wanted[component]["configurationUpdate"] = {"merge": json.dumps(configuration[component])}
+    return {"targetArn": target_arn, "deploymentName": name or deployment_name(stage),
+            "components": wanted, "deploymentPolicies": rollout.deployment_policies(),
+            "iotJobConfiguration": rollout.iot_job_configuration(), "tags": deployment_tags(stage)}
+
+
 def deploy(components: Mapping[str, str], *, stage: str, greengrass: Any, iot: Any, thing_group: str | None = None,
            rollout: RolloutConfig | None = None, merge_current: bool = True, require_canary: bool = True,
-           deployment_name: str | None = None, configuration: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+           deployment_name: str | None = None, configuration: Mapping[str, Mapping[str, Any]] | None = None,
+           target_arn: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Create a deployment of ``components`` (name -> version) to the stage's thing group.
 
     ``merge_current`` keeps the components of the group's current deployment that are not named (a new
     deployment replaces the old one on every device of the group). For ``stage="fleet"`` the canary group must
-    have run these versions successfully, unless ``require_canary`` is false.
+    have run these versions successfully, unless ``require_canary`` is false. ``dry_run``: return the request
+    (``"request"``) and create nothing; the canary check is skipped.
     """
-    if not components:
-        raise AwsError("name at least one component to deploy (NAME=VERSION)")
-    for name, version in components.items():
-        if not _SEMVER.match(str(version)):
-            raise AwsError(f"{name}: version {version!r} is not a semantic version")
-    rollout = rollout or RolloutConfig.for_stage(stage)
     group = thing_group or THING_GROUPS.get(stage)
     if not group:
         raise AwsError(f"unknown stage {stage!r}; expected one of: {', '.join(THING_GROUPS)}")
-    canary = check_canary(components, greengrass=greengrass, iot=iot) if stage == "fleet" and require_canary else None
-    target = _thing_group_arn(iot, group)
-    wanted: dict[str, dict[str, Any]] = {}
-    if merge_current:
-        current = _latest_deployment(greengrass, target)
-        for name, spec in ((current or {}).get("components") or {}).items():
-            wanted[name] = {"componentVersion": spec["componentVersion"]}
-    for name, version in components.items():
-        wanted[name] = {"componentVersion": str(version)}
-        if configuration and name in configuration:
-            wanted[name]["configurationUpdate"] = {"merge": json.dumps(configuration[name])}
-    response = call(greengrass.create_deployment, targetArn=target,
-                    deploymentName=deployment_name or f"slm-intents-{stage}",
-                    components=wanted, deploymentPolicies=rollout.deployment_policies(),
-                    iotJobConfiguration=rollout.iot_job_configuration(),
-                    tags={"project": "slm-intents", "stage": stage})
+    _check_components(components)  # before any call
+    canary = None
+    if stage == "fleet" and require_canary and not dry_run:
+        canary = check_canary(components, greengrass=greengrass, iot=iot)
+    target = target_arn or thing_group_arn(iot, group)
+    current = latest_deployment(greengrass, target) if merge_current else None
+    request = deployment_request(components, stage=stage, target_arn=target, rollout=rollout, current=current,
+                                 name=deployment_name, configuration=configuration)
+    summary = {"target_arn": target, "thing_group": group, "stage": stage,
+               "components": {k: v["componentVersion"] for k, v in request["components"].items()}}
+    if dry_run:
+        return {"dry_run": True, "request": request, **summary, "canary": "not checked (dry run)"}
+    response = call(greengrass.create_deployment, **request)
     return {"deployment_id": response.get("deploymentId"), "iot_job_id": response.get("iotJobId"),
-            "iot_job_arn": response.get("iotJobArn"), "target_arn": target, "thing_group": group, "stage": stage,
-            "components": {k: v["componentVersion"] for k, v in wanted.items()}, "canary": canary}
+            "iot_job_arn": response.get("iotJobArn"), **summary, "canary": canary}
+
+
+class GreengrassBackend:
+    """:class:`cloud.rollout.DeploymentBackend` on AWS: thing groups of AWS IoT, deployments of Greengrass v2."""
+
+    def __init__(self, greengrass: Any, iot: Any) -> None:
+        self.greengrass, self.iot = greengrass, iot
+
+    @classmethod
+    def for_region(cls, region: str | None) -> "GreengrassBackend":
+        session = make_session(region)
+        return cls(make_client("greengrassv2", region=region, session=session),
+                   make_client("iot", region=region, session=session))
+
+    def current(self, group: str) -> dict[str, str]:
+        latest = latest_deployment(self.greengrass, thing_group_arn(self.iot, group))
+        return {k: v["componentVersion"] for k, v in ((latest or {}).get("components") or {}).items()}
+
+    def deploy(self, group: str, components: Mapping[str, str], *, stage: str) -> dict[str, Any]:
+        # merge_current=False: ``components`` is the whole wanted set (the plan's, or the previous one on rollback);
+        # fleet stages also need Greengrass' own verdict that every canary device took the deployment.
+        return deploy(dict(components), stage=stage, greengrass=self.greengrass, iot=self.iot, thing_group=group,
+                      rollout=RolloutConfig.for_stage(stage), merge_current=False, require_canary=stage == "fleet",
+                      deployment_name=deployment_name(group))
+
+    def status(self, deployment: Mapping[str, Any]) -> dict[str, Any]:
+        d = call(self.greengrass.get_deployment, deploymentId=deployment["deployment_id"])
+        out = {"state": d.get("deploymentStatus")}
+        if d.get("iotJobId"):
+            out["job"] = call(self.iot.describe_job, jobId=d["iotJobId"])["job"].get("jobProcessDetails", {})
+        return out
+
+    def cancel(self, deployment: Mapping[str, Any]) -> None:
+        call(self.greengrass.cancel_deployment, deploymentId=deployment["deployment_id"])
+
+    def things(self, group: str) -> list[str] | None:
+        return [name for page in _pages(self.iot.list_things_in_thing_group, "things", thingGroupName=group)
+                for name in page]
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None) -> int:
+def _config_merge(text: str) -> tuple[str, dict[str, Any]]:
+    """One ``--config NAME=JSON`` (an argparse ``type``): a configuration merge for one component."""
+    name, sep, body = text.partition("=")
+    try:
+        value = json.loads(body) if sep else None
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{name}: not JSON ({exc})") from None
+    if not name or not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"wants NAME=JSON-OBJECT, got {text!r}")
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..store import DEFAULT_STORE
+
+
     parser = argparse.ArgumentParser(prog="python -m cloud.aws.greengrass", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("publish", help="create component versions from a build folder (artifacts to S3)")
-    p.add_argument("--build-dir", type=Path, default=Path("greengrass-build"))
-    p.add_argument("--bucket", required=True)
-    p.add_argument("--store-prefix", default="")
-    p.add_argument("--region", default=None)
+    p = sub.add_parser("publish", help="create component versions from a build folder (artifacts to S3)",
+                       formatter_class=HelpFormatter)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--version", type=int, help="registry version: the build in <store>/slm-intents/greengrass/N")
+    where.add_argument("--build-dir", type=Path, help="a build folder (recipes/ and artifacts/)")
+    p.add_argument("--store", default=DEFAULT_STORE, help="local store holding the build (with --version)")
+    p.add_argument("--bucket", required=True, help="S3 bucket for the artifacts")
+    p.add_argument("--store-prefix", default="", help="key prefix in the bucket")
+    p.add_argument("--region", default=None, help="AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)")
     p.add_argument("--skip-existing", action="store_true", help="a version that already exists is not an error")
-    p = sub.add_parser("deploy", help="deploy component versions to the canary or the fleet thing group")
-    p.add_argument("--stage", choices=tuple(THING_GROUPS), required=True)
+    p = sub.add_parser("deploy", help="deploy component versions to the canary or the fleet thing group",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--stage", choices=tuple(THING_GROUPS), required=True, help="which thing group")
     p.add_argument("--component", action="append", type=component_pin, default=[], metavar="NAME=VERSION",
-                   required=True)
+                   required=True, help="a component version to deploy (repeat)")
+    p.add_argument("--config", action="append", type=_config_merge, default=[], metavar="NAME=JSON",
+                   help="configuration to merge into a component, e.g. the app's BundlePublicKey (repeat)")
     p.add_argument("--thing-group", default=None, help="override the stage's thing group")
+    p.add_argument("--target-arn", default=None, help="the thing group's ARN (saves looking it up)")
     p.add_argument("--no-merge", action="store_true", help="deploy only the named components (others are removed)")
     p.add_argument("--skip-canary-check", action="store_true", help="fleet: do not require a healthy canary")
-    p.add_argument("--region", default=None)
-    args = parser.parse_args(argv)
+    p.add_argument("--dry-run", action="store_true", help="print the CreateDeployment request; create nothing")
+    p.add_argument("--region", default=None, help="AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         session = make_session(args.region)
         greengrass = make_client("greengrassv2", region=args.region, session=session)
         if args.command == "publish":
+            if args.build_dir is None:
+                from ..store import Store
+
+                local = Store.at(args.store)
+                if not hasattr(local, "greengrass"):
+                    raise AwsError("--version reads a local store's build; pass --build-dir for other folders")
+                args.build_dir = local.greengrass(str(args.version))
             store = S3Store(bucket=args.bucket, prefix=args.store_prefix.strip("/"),
                             client=make_client("s3", region=args.region, session=session))
             result: Any = [c.to_dict() for c in publish(find_components(args.build_dir), store=store,
@@ -370,8 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = deploy(dict(args.component), stage=args.stage, greengrass=greengrass,
                             iot=make_client("iot", region=args.region, session=session),
                             thing_group=args.thing_group, merge_current=not args.no_merge,
-                            require_canary=not args.skip_canary_check)
-    except AwsError as exc:
+                            require_canary=not args.skip_canary_check, configuration=dict(args.config) or None,
+                            target_arn=args.target_arn, dry_run=args.dry_run)
+    except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

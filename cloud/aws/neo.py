@@ -124,7 +124,7 @@ def compile_with_neo(onnx_path: Path, work_dir: Path, config: NeoConfig, *, sage
 
     Raises :class:`NeoCompileFailed` when the job cannot be created, fails, stops or times out.
     """
-    from ._boto import call
+    from .clients import call
 
     name = job_name or _job_name()
     key = f"{config.prefix}/neo/{name}"
@@ -189,7 +189,7 @@ def _try_neo(onnx_path: Path | None, work: Path, config: NeoConfig | None, clien
         return NeoResult("skipped", target, reason="Neo was not requested" if config is None else "no ONNX model")
     try:
         if clients is None:
-            from ._boto import make_client
+            from .clients import make_client
 
             clients = {"sagemaker": make_client("sagemaker"), "s3": make_client("s3")}
         return compile_with_neo(onnx_path, work, config, sagemaker=clients["sagemaker"], s3=clients["s3"], **kw)
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from edge_runtime.bundle import Bundle
 
-    from ._boto import make_client, make_session
+    from .clients import make_client, make_session
 
     try:
         session = make_session(args.region)

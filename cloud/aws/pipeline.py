@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
 from ..params import Params, load_params, parameter_fields
-from ._boto import AWS_EXTRA, call, make_client, make_session
+from .clients import AWS_EXTRA, call, make_client, make_session
 from .code import ENTRY_SCRIPT, TARBALL, SourceBundle, collect_source
 from .errors import AwsCallFailed, AwsError, DependencyMissing
 from .s3store import S3Store
@@ -385,7 +385,7 @@ def upsert(config: PipelineConfig, *, description: str = "", boto_session: Any =
                               f"{build.params.model_name}: MiniLM-L6 intent classifier (edge bundles)")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ._boto import error_code
+    from .clients import error_code
 
     with _sdk_environment(config.region, offline=False):
         try:

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from ._boto import call, error_code, make_client
+from ..store import PROJECT
+from .clients import call, error_code, make_client
 from .errors import AwsCallFailed
 
 __all__ = ["S3Store", "split_s3_uri"]
-
-PROJECT = "slm-intents"
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

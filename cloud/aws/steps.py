@@ -194,7 +194,7 @@ def _compile_edge(argv: Sequence[str]) -> int:
     fp32 = a.onnx / "model.fp32.onnx"
     neo = NeoConfig(bucket=a.bucket, role_arn=a.role_arn, max_length=params.train.max_length, prefix=prefix,
                     timeout_s=a.neo_timeout) if a.neo.lower() == "true" else None
-    from ._boto import make_client
+    from .clients import make_client
 
     clients = ({"sagemaker": make_client("sagemaker", region=a.region), "s3": make_client("s3", region=a.region)}
                if neo else None)

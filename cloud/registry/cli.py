@@ -8,7 +8,7 @@
     python -m cloud.registry approve [GROUP] VERSION [--by NAME] --reason TEXT [--json]
     python -m cloud.registry reject  [GROUP] VERSION [--by NAME] --reason TEXT [--json]
 
-GROUP defaults to ``model_package_group`` of the params file; ``--by`` defaults to ``$USER``.
+GROUP defaults to ``model_package_group`` of the params file; ``--by`` defaults to ``$USER``, else the login name.
 ``--backend sagemaker`` uses the SageMaker Model Registry of ``--region`` (default: the AWS configuration).
 Exit codes: 0 done, 1 registry error (message on stderr), 2 usage error.
 """
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("reject", _cmd_reject, "reject (moves it to Archived)")):
         p = add(name, f"{verb} a version")
         _add_ref(p)
-        p.add_argument("--by", help="who decides (default: $USER)")
+        p.add_argument("--by", help="who decides (default: $USER, else the login name)")
         p.add_argument("--reason", required=True, help="why (kept in the history)")
         p.add_argument("--json", action="store_true", help="print the updated version as JSON")
         p.set_defaults(handler=handler)
@@ -124,10 +124,27 @@ def _ref(args: argparse.Namespace) -> tuple[str, int]:
     return group, version
 
 
+def login_name() -> str:
+    """Who runs this: ``$USER``, else the login name from the environment or the password database ("" if none).
+
+    ``getpass.getuser`` reads LOGNAME, USER, LNAME and USERNAME, then the password database; a container may have
+    none of them (it raises OSError, KeyError on older Pythons).
+    """
+    import getpass
+
+    user = os.environ.get("USER", "").strip()
+    if user:
+        return user
+    try:
+        return getpass.getuser().strip()
+    except (OSError, KeyError):
+        return ""
+
+
 def _actor(args: argparse.Namespace) -> str:
-    by = args.by or os.environ.get("USER", "")
-    if not by.strip():
-        raise RegistryError("who decides is unknown: pass --by NAME (USER is not set)")
+    by = (args.by or login_name()).strip()
+    if not by:
+        raise RegistryError("who decides is unknown: pass --by NAME (no USER and no login name)")
     return by
 
 

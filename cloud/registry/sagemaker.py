@@ -32,7 +32,7 @@ import threading
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
-from ..errors import RegistryError
+from ..errors import RegistryCallFailed, RegistryError
 from .base import (
     Action,
     ApprovalStatus,
@@ -171,7 +171,7 @@ class SageMakerRegistry(ModelRegistry):
     def __init__(self, *, client: Any = None, region: str | None = None, inference_image: str | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         if client is None:
-            from ..aws._boto import make_client
+            from ..aws.clients import make_client
             from ..aws.errors import AwsError
 
             try:
@@ -195,7 +195,7 @@ class SageMakerRegistry(ModelRegistry):
             return getattr(self._client, operation)(**kwargs)
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            raise _ApiError(operation, str(err.get("Code", "")), str(err.get("Message", exc))) from None
+            raise RegistryCallFailed(operation, str(err.get("Code", "")), str(err.get("Message", exc))) from None
         except BotoCoreError as exc:
             raise RegistryError(f"SageMaker {operation} failed: {exc}") from None
 
@@ -215,7 +215,7 @@ class SageMakerRegistry(ModelRegistry):
     def _describe_group(self, name: str) -> dict[str, Any] | None:
         try:
             desc = self._api("describe_model_package_group", ModelPackageGroupName=name)
-        except _ApiError as exc:
+        except RegistryCallFailed as exc:
             if exc.code == "ValidationException" or exc.code == "ResourceNotFound":
                 return None
             raise
@@ -316,7 +316,7 @@ class SageMakerRegistry(ModelRegistry):
         arn = self._package_arn(group, version)
         try:
             return self._api("describe_model_package", ModelPackageName=arn)
-        except _ApiError as exc:
+        except RegistryCallFailed as exc:
             if exc.code in ("ValidationException", "ResourceNotFound"):
                 raise RegistryError(f"unknown model package version {group}/{version}") from None
             raise
@@ -392,12 +392,6 @@ class SageMakerRegistry(ModelRegistry):
                                  from_status=old.approval_status, to_status=old.approval_status,
                                  from_stage=Stage.PROD, to_stage=Stage.ARCHIVED, reason=why)
             self._update_state(desc, old.approval_status, Stage.ARCHIVED, "Superseded", why, event)
-
-
-class _ApiError(RegistryError):
-    def __init__(self, operation: str, code: str, message: str) -> None:
-        super().__init__(f"SageMaker {operation} failed: {code}: {message}")
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------------- reading

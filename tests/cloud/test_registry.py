@@ -571,7 +571,14 @@ def test_cli_errors_exit_1_with_a_message(cli_store, capsys, monkeypatch):
     assert (code, err.strip()) == (1, f"error: {GROUP}/1 is already Approved and in Prod")
     code, _, err = run_cli(capsys, *base, "show", GROUP, "x")
     assert (code, err.strip()) == (1, "error: version must be a positive integer, got 'x'")
-    monkeypatch.delenv("USER", raising=False)
+    # no USER and no login name at all (a container without a passwd entry): --by is asked for
+    for var in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_login() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr("getpass.getuser", no_login)
     code, _, err = run_cli(capsys, *base, "reject", GROUP, "2", "--reason", "r")
     assert code == 1 and "--by" in err
     code, _, err = run_cli(capsys, "--store", str(cli_store / "none"), "show", GROUP, "1")
@@ -581,6 +588,20 @@ def test_cli_errors_exit_1_with_a_message(cli_store, capsys, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     code, _, err = run_cli(capsys, "--backend", "sagemaker", "list")  # no region: refused before any AWS call
     assert code == 1 and "no AWS region" in err
+
+
+def test_without_user_the_decision_is_the_login_names(cli_store, capsys, monkeypatch):
+    # Given no USER (cron, a systemd unit, some containers) but a login name getpass finds
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setenv("LOGNAME", "alice")
+    # When a version is approved without --by
+    code, _, err = run_cli(capsys, "--store", str(cli_store), "approve", GROUP, "1", "--reason", "ok")
+    # Then the login name decided it
+    assert code == 0, err
+    from cloud.registry import open_registry
+
+    with open_registry("local", store=cli_store, create=False) as reg:
+        assert reg.history(GROUP, 1)[-1].by == "alice"
 
 
 def test_cli_usage_errors_exit_2(capsys):

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from cloud.rollout import GateResult, Gates, GreengrassBackend, Rollout, RolloutError, RolloutPlan, judge, main
+from cloud.aws.greengrass import GreengrassBackend
+from cloud.rollout import GateResult, Gates, Rollout, RolloutError, RolloutPlan, judge, main
 
 MODEL = "com.slmintents.IntentModel"
 

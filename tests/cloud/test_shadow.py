@@ -124,3 +124,18 @@ def test_collect_gathers_samples_messages_from_a_local_broker(tmp_path):
                 t.join(0.2)
     assert result == [1]
     assert shadow.load_samples([out])[0]["text"] == "play jazz"
+
+
+def test_cli_defaults_live_in_the_store_not_the_working_directory(samples_file, tiny_bundle, tmp_path, monkeypatch,
+                                                                  capsys):
+    # Given an empty working directory whose store's shadow/ holds the collected samples (collect's default)
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / ".store" / "slm-intents" / "shadow"
+    default.mkdir(parents=True)
+    (default / "samples.jsonl").write_bytes(samples_file.read_bytes())
+    # When compare runs with neither --samples nor --out
+    assert shadow.main(["compare", "--bundle", str(tiny_bundle[0].root)]) == 0
+    # Then it read the store's samples and wrote its report next to them, and nothing else appeared here
+    assert json.loads(capsys.readouterr().out)["n"] == 40
+    assert (default / "report" / "shadow.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store"]

@@ -3,6 +3,11 @@
 Used by ``tests/fleet/test_fleet_simulation.py``, and runnable as a demo (needs mosquitto)::
 
     python -m tests.fleet.sim            # a good version is promoted, a bad one never leaves the canary
+    python -m tests.fleet.sim --help
+
+The devices are ``edge_runtime serve`` processes on one broker (:class:`cloud.rollout.LocalBackend`), not
+Greengrass deployments: no nucleus is involved, so nothing here needs the nucleus settings a Greengrass
+deployment would (and the app recipe needs none either: greengrass/README.md, "IPC authorization").
 """
 
 from __future__ import annotations
@@ -113,11 +118,29 @@ def run_rollout(backend: LocalBackend, watch: FleetWatch, state: Path, version: 
     return rollout.promote(telemetry)
 
 
-def demo() -> int:  # pragma: no cover - a manual demo
+def build_parser() -> "argparse.ArgumentParser":
+    import argparse
+
+    from cloud.clihelp import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fleet.sim", formatter_class=HelpFormatter,
+        description="A local fleet demo: one canary and two fleet devices (edge_runtime serve processes) on a "
+                    "Mosquitto started on a free loopback port. Version 1 runs everywhere; version 2 (same data) "
+                    "is rolled out canary first and promoted; version 3 (a drifted reference) fails the canary's "
+                    "gates and is rolled back. Prints each verdict and what every device runs. Needs mosquitto "
+                    "and the tiny test bundles (built on the fly); everything lives in a temporary folder.")
+    parser.add_argument("--min-requests", type=int, default=40, help="canary requests before the gates judge")
+    parser.add_argument("--max-latency-p95-ms", type=float, default=1000.0, help="latency gate of the canary")
+    return parser
+
+
+def demo(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a manual demo
     from cloud.rollout import Gates
     from tests.edge_runtime.service.broker import Mosquitto
     from tests.fleet.bundles import other_domain_texts, reference_bundle, snips_texts
 
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bundles = {"1": reference_bundle(root / "v1", version="1"), "2": reference_bundle(root / "v2", version="2"),
@@ -132,7 +155,8 @@ def demo() -> int:  # pragma: no cover - a manual demo
                 texts = snips_texts("test", 64)
                 for v in ("2", "3"):
                     result = run_rollout(backend, watch, root / f"rollout-{v}.json", v, groups, texts,
-                                         gates=Gates(min_requests=40, max_latency_p95_ms=1000))
+                                         gates=Gates(min_requests=args.min_requests,
+                                                     max_latency_p95_ms=args.max_latency_p95_ms))
                     print(f"version {v}: {result['status']}; gates {json.dumps(result['gates']['checks'])}")
                     print("  running:", {t: backend.running[t] for g in groups.values() for t in g})
             watch.close()

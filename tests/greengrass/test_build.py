@@ -96,3 +96,60 @@ def test_the_command_line_builds_and_prints_the_local_deployment_command(tmp_pat
     assert (store / "slm-intents" / "greengrass" / "1" / "recipes" / "com.slmintents.IntentModel-1.0.1.json").is_file()
     assert main(["build", "--version", "7", "--store", str(store), "--wheel", str(wheel)]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def _zip_signature(zip_path: Path, public: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from edge_runtime.signing import SIGNATURE_NAME, load_public_key, verify_bundle
+
+    root = tmp_path / "unzipped"
+    with zipfile.ZipFile(zip_path) as zf:
+        assert SIGNATURE_NAME in zf.namelist(), f"{zip_path} carries no {SIGNATURE_NAME}"
+        zf.extractall(root)
+    return verify_bundle(root, load_public_key(public))
+
+
+def test_a_signing_key_signs_the_bundle_into_the_model_component(tmp_path, wheel, signing_keys, capsys):
+    # Given an unsigned registered bundle and a signing key
+    private, public = signing_keys
+    store, version = register_tiny(tmp_path / "store")
+    # When the components are built with the key
+    assert main(["build", "--version", str(version), "--store", str(store), "--wheel", str(wheel),
+                 "--sign-key", str(private)]) == 0
+    out = capsys.readouterr().out
+    # Then model.zip carries a manifest.sig that the device's public key accepts
+    build = json.loads((store / "slm-intents" / "greengrass" / "1" / "build.json").read_text())
+    model_zip = Path(build["components"][0]["artifacts"][0]["path"])
+    assert _zip_signature(model_zip, public, tmp_path).manifest.version == "1"
+    # and the recipe's Digest is of that signed zip, and the public key to configure is printed and recorded
+    recipe = json.loads(Path(build["components"][0]["recipe"]).read_text())
+    assert base64.b64decode(recipe["Manifests"][0]["Artifacts"][0]["Digest"]) == _sha(model_zip)
+    from cloud.signing import load_private_key, public_key_b64
+
+    key_b64 = public_key_b64(load_private_key(private))
+    assert build["registry"]["bundle"]["signature"]["public_key_b64"] == key_b64
+    assert f'"BundlePublicKey": "{key_b64}"' in out and "--update-config" in out
+
+
+def test_a_bundle_signed_after_it_was_zipped_ships_its_signature(tmp_path, wheel, signing_keys):
+    # Given a registered bundle whose directory was signed after the pipeline zipped it (the zip has no sig)
+    from cloud.signing import sign_bundle
+
+    private, public = signing_keys
+    store, version = register_tiny(tmp_path / "store")
+    sign_bundle(store / "slm-intents" / "edge" / str(version), private)
+    # When the components are built without a key
+    result = build_components(version, store=store, out=tmp_path / "out", wheel=wheel)
+    # Then the directory's signature went into model.zip
+    model_zip = Path(result.component("model")["artifacts"][0]["path"])
+    assert _zip_signature(model_zip, public, tmp_path).manifest.version == "1"
+    assert "signed after the bundle was zipped" in result.registry["bundle"]["signature"]["source"]
+
+
+def test_an_unusable_signing_key_is_refused_before_an_earlier_build_is_removed(registered_store, wheel, tmp_path):
+    store, version = registered_store
+    out = tmp_path / "out"
+    build_components(version, store=store, out=out, wheel=wheel)
+    (tmp_path / "bad.key").write_text("not a key")
+    with pytest.raises(ComponentBuildError, match="cannot sign the bundle"):
+        build_components(version, store=store, out=out, wheel=wheel, sign_key=tmp_path / "bad.key")
+    assert (out / "build.json").is_file()

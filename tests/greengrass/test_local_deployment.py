@@ -121,3 +121,82 @@ def _wait_status(client: Client, state: str, proc: subprocess.Popen[bytes] | Non
         if status["state"] == state and status.get("counters", {}).get("replied", 0) >= min_replied:
             return status
     pytest.fail(f"no {state!r} status within {timeout} s")
+
+
+def _pin(name: str) -> str:
+    """``name==version`` from constraints.txt (the versions this checkout is tested with)."""
+    from tests.conftest import REPO
+
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.lower().startswith(name + "=="):
+            return line.strip()
+    raise AssertionError(f"{name} is not pinned in constraints.txt")
+
+
+def _reply(client: Client, request_id: str, text: str = "play some jazz music") -> dict:
+    topics = Topics.for_thing(THING)
+    client.publish(topics.request, {"id": request_id, "text": text})
+    while True:
+        body = client.get(10, topic=topics.response).json()
+        if body.get("id") == request_id:
+            return body
+
+
+def test_a_signed_bundle_is_served_and_a_tampered_one_is_refused_while_the_old_model_serves(tmp_path, wheel,
+                                                                                          signing_keys):
+    # Given registry version 1 (unsigned: the build signs it) and version 2, which someone without the key made:
+    # signed once, then its model and manifest replaced (every sha256 right, the signature stale)
+    from cloud.greengrass import build_components
+    from tests.greengrass.conftest import register_tiny
+
+    private, _ = signing_keys
+    store, v1 = register_tiny(tmp_path / "store")
+    _, v2 = register_tiny(store, signed_with=private, tampered=True)
+    good = build_components(v1, store=store, out=tmp_path / "build-1", wheel=wheel, sign_key=private)
+    bad = build_components(v2, store=store, out=tmp_path / "build-2", wheel=wheel)
+    key_b64 = good.registry["bundle"]["signature"]["public_key_b64"]
+    topics = Topics.for_thing(THING)
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        nucleus = LocalNucleus(tmp_path / "greengrass" / "v2", THING)
+        model, app = good.component("model"), good.component("app")
+        model_c = nucleus.deploy(good.out / "recipes", good.out / "artifacts", model["name"], model["version"])
+        # the security settings arrive as component configuration, as a deployment would merge them
+        config = {"Transport": "mqtt", "Broker": broker.url, "StatusIntervalS": 1, "Threads": 1,
+                  "Python": sys.executable, "BundlePollS": 0.2, "BundlePublicKey": key_b64,
+                  "PipArgs": _pin("cryptography")}  # the pinned requirements do not bring the signing extra
+        app_c = nucleus.deploy(good.out / "recipes", good.out / "artifacts", app["name"], app["version"], config=config)
+        nucleus.install(model_c)
+        nucleus.install(app_c)
+        log = tmp_path / "service.log"
+        with Client(broker.url, "sig-client", [topics.status, topics.response]) as client:
+            proc = nucleus.start(app_c, log)
+            try:
+                # When the signed version 1 is deployed, then it is verified and served
+                online = _wait_status(client, "online", proc, tmp_path)
+                assert online["model"] == {"name": "tiny", "version": "1"}
+                assert (app_c.work / "bundle-public-key").read_text().strip() == key_b64
+                assert _reply(client, "s1")["model"]["version"] == "1"
+
+                # When the tampered version 2 is deployed (its install relinks the model the service watches)
+                m2 = bad.component("model")
+                nucleus.install(nucleus.deploy(bad.out / "recipes", bad.out / "artifacts", m2["name"], m2["version"]))
+                deadline = time.monotonic() + 20
+                while "refused" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                # Then the service refuses it and version 1 keeps answering
+                assert "refused" in log.read_text(), log.read_text()[-3000:]
+                assert _reply(client, "s2")["model"]["version"] == "1"
+                # and a restart on it (what the nucleus does for a HARD dependency) refuses to start at all
+                restarted = nucleus.start(app_c, tmp_path / "restart.log")
+                assert restarted.wait(60) != 0
+                assert "signature" in (tmp_path / "restart.log").read_text().lower()
+                assert _reply(client, "s3")["model"]["version"] == "1"
+            finally:
+                _stop(proc, log)
+
+        # and RequireMtls reaches the service too: over a plain mqtt:// broker it refuses to start
+        strict = nucleus.deploy(good.out / "recipes", good.out / "artifacts", app["name"], app["version"],
+                                config={**config, "RequireMtls": True})
+        refused = nucleus.start(strict, tmp_path / "mtls.log")
+        assert refused.wait(60) != 0
+        assert "require_mtls" in (tmp_path / "mtls.log").read_text()

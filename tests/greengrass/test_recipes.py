@@ -16,7 +16,6 @@ from tests.conftest import REPO
 
 MODEL = load_project(PROJECTS_DIR / "model")
 APP = load_project(PROJECTS_DIR / "app")
-ACL_THING = Topics.for_thing("{iot:thingName}")
 
 
 @pytest.mark.parametrize("project", [MODEL, APP], ids=["model", "app"])
@@ -60,7 +59,8 @@ def test_the_app_runs_the_service_from_its_venv_with_the_pinned_requirements():
         # one pin file per interpreter: the step installs the one of the venv's Python (requirements-py310.txt ...)
         assert "-m venv" in install and '"$app/requirements-py$v.txt"' in install and "--no-deps" in install
         assert "--quiet" not in install  # an install of minutes on a Pi shows its progress in the component log
-        assert manifest["Lifecycle"]["run"]["Script"] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
+        run = manifest["Lifecycle"]["run"]["Script"]
+        assert run.rstrip().splitlines()[-1] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = project["dependencies"] + project["optional-dependencies"]["mqtt"] + project["optional-dependencies"]["greengrass"]
@@ -90,20 +90,27 @@ def test_default_configuration_keys_are_service_settings_passed_through_the_envi
     assert cfg.transport.value == "ipc" and cfg.max_batch == 32 and cfg.threads is None and cfg.threshold is None
 
 
-def test_access_control_grants_exactly_the_service_topics_never_a_wildcard():
+def test_access_control_grants_exactly_the_service_topics_with_the_thing_level_as_a_wildcard():
+    # Not {iot:thingName}: a default nucleus (interpolateComponentConfiguration false) and Nucleus Lite leave it
+    # literal in accessControl, and the subscribe is refused (tests/greengrass/test_ipc_authorization.py shows it).
+    # The thing level is '+' for the IoT Core MQTT proxy (topic-filter matching) and '*' for local pub/sub (string
+    # globs, where '+' is a plain character); the core device's IoT policy keeps IoT Core to this thing's topics.
     acl = APP.template["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
     assert set(acl) == {"aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub"}
     subscribe = {"aws.greengrass#SubscribeToIoTCore", "aws.greengrass#SubscribeToTopic"}
     publish = {"aws.greengrass#PublishToIoTCore", "aws.greengrass#PublishToTopic"}
-    for policies in acl.values():
+    for service, policies in acl.items():
+        thing = Topics.for_thing("+" if service == "aws.greengrass.ipc.mqttproxy" else "*")
         for policy in policies.values():
             ops, resources = set(policy["operations"]), policy["resources"]
-            assert "*" not in resources and all("{iot:thingName}" in r for r in resources)
+            assert "*" not in resources and not any("{" in r for r in resources)
             if ops <= subscribe:
-                assert resources == [ACL_THING.request]
+                assert resources == [thing.request]
             else:
                 assert ops <= publish
-                assert resources == [ACL_THING.response, ACL_THING.response + "/#", ACL_THING.status, ACL_THING.telemetry]
+                replies = [thing.response, thing.response + "/#"] if service == "aws.greengrass.ipc.mqttproxy" \
+                    else [thing.response]  # local messages carry no MQTT 5 response topic
+                assert resources == replies + [thing.status, thing.telemetry]
 
 
 def _broken(change):  # type: ignore[no-untyped-def]
@@ -131,6 +138,14 @@ def _broken(change):  # type: ignore[no-untyped-def]
     (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
      ["com.slmintents.IntentService:pubsub:replies"].__setitem__("resources", ["*"]), "never '*'"),
     (lambda r: r["ComponentDependencies"][MODEL.name].__setitem__("DependencyType", "HARDER"), "HARD or SOFT"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.mqttproxy"]
+     ["com.slmintents.IntentService:mqttproxy:requests"].__setitem__("resources", ["cmd/intents/{iot:thingName}/request"]),
+     "recipe variables are not substituted in accessControl"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.pubsub"]
+     ["com.slmintents.IntentService:pubsub:requests"].__setitem__("resources", ["cmd/intents/+/request"]),
+     "matches '+' and '#' literally"),
+    (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]["aws.greengrass.ipc.mqttproxy"]
+     ["com.slmintents.IntentService:mqttproxy:replies"].__setitem__("resources", ["dt/#/status"]), "whole level"),
     (lambda r: r["ComponentConfiguration"]["DefaultConfiguration"].__setitem__("Padding", "x" * 16_000), "16000"),
 ])
 def test_the_checker_catches_what_greengrass_or_nucleus_lite_would_refuse(change, fragment):
@@ -142,3 +157,24 @@ def test_only_substitutable_variables_are_used():
     used = set(recipe_variables(APP.template)) | set(recipe_variables(MODEL.template))
     assert {v for v in used if not v.startswith("configuration:/")} == {
         "artifacts:decompressedPath", "work:path", "kernel:rootPath", "iot:thingName"}
+
+
+def test_component_names_are_defined_once_and_match_the_gdk_projects():
+    from cloud.greengrass.names import APP_COMPONENT, MODEL_COMPONENT
+
+    assert (MODEL.name, APP.name) == (MODEL_COMPONENT, APP_COMPONENT)
+
+
+def test_one_size_limit_and_one_version_rule_for_building_and_publishing():
+    # The limit is GDK's (16,000 bytes of the recipe file, inclusive) on the exact bytes written and published.
+    from cloud.greengrass.recipe import MAX_RECIPE_BYTES, greengrass_problems, is_version, recipe_bytes
+
+    base = {"RecipeFormatVersion": "2020-01-25", "ComponentName": "a.b", "ComponentVersion": "1.0.0",
+            "Manifests": [{}], "ComponentDescription": ""}
+    pad = MAX_RECIPE_BYTES - len(recipe_bytes(base))
+    at_limit = {**base, "ComponentDescription": "x" * pad}
+    assert len(recipe_bytes(at_limit)) == MAX_RECIPE_BYTES and greengrass_problems(at_limit) == []
+    over = {**base, "ComponentDescription": "x" * (pad + 1)}
+    assert any("16001 bytes" in p for p in greengrass_problems(over))
+    assert [v for v in ("1.0.3", "0.1.0-rc.1+build.7", "10.20.30") if not is_version(v)] == []
+    assert [v for v in ("1.0", "01.0.0", "1.0.0.0", "NEXT_PATCH", "1." + "1" * 62 + ".0", 103) if is_version(v)] == []

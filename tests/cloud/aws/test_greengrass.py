@@ -222,3 +222,35 @@ def test_deploy_to_a_missing_thing_group_says_which(moto_aws):
     gg, _ = _ggv2()
     with pytest.raises(DeploymentBlocked, match="slm-intents-canary.*does not exist"):
         deploy({MODEL: "1.0.3"}, stage="canary", greengrass=gg, iot=boto3.client("iot", region_name=REGION))
+
+
+def test_deploy_dry_run_prints_the_exact_request_and_calls_nothing(aws_env, capsys, monkeypatch):
+    import boto3
+
+    from cloud.aws import greengrass
+
+    # Given clients on which any call fails (stubbers with no responses queued)
+    gg, gg_stub = _ggv2()
+    iot_client = boto3.client("iot", region_name=REGION)
+    iot_stub = stub(iot_client)
+    monkeypatch.setattr(greengrass, "make_client", lambda service, **kw: {"greengrassv2": gg, "iot": iot_client}[service])
+    target = f"arn:aws:iot:{REGION}:123456789012:thinggroup/slm-intents-fleet"
+    # When a fleet deployment is dry-run with the group's ARN, no merge, and a configuration for the app
+    code = greengrass.main(["deploy", "--stage", "fleet", "--component", f"{MODEL}=1.0.3", "--component",
+                            f"{APP}=0.1.0", "--config", f'{APP}={{"BundlePublicKey": "bXkta2V5", "RequireMtls": true}}',
+                            "--target-arn", target, "--no-merge", "--dry-run", "--region", REGION])
+    # Then it printed the request (no canary check, no call at all)
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    gg_stub.assert_no_pending_responses()
+    iot_stub.assert_no_pending_responses()
+    request = out["request"]
+    assert out["dry_run"] is True and request["targetArn"] == target
+    assert request["components"] == {
+        MODEL: {"componentVersion": "1.0.3"},
+        APP: {"componentVersion": "0.1.0",
+              "configurationUpdate": {"merge": json.dumps({"BundlePublicKey": "bXkta2V5", "RequireMtls": True})}}}
+    # and it is the exact request deploy sends: botocore validates it against CreateDeployment's model
+    gg_stub.add_response("create_deployment", {"deploymentId": "d-9"}, request)
+    assert gg.create_deployment(**request)["deploymentId"] == "d-9"
+    gg_stub.assert_no_pending_responses()

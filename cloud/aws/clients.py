@@ -1,12 +1,19 @@
-"""boto3 access in one place: imported lazily, clients per region, AWS errors turned into clear messages."""
+"""boto3 access in one place: imported lazily, clients per region, AWS errors turned into clear messages.
+
+The region comes from ``--region``, else ``AWS_REGION``, else botocore's chain (``AWS_DEFAULT_REGION``, the
+profile's ``region``). botocore itself reads only ``AWS_DEFAULT_REGION`` (``botocore/configprovider.py``);
+``AWS_REGION`` is what the AWS CLI v2, the other SDKs and SageMaker jobs set, and takes precedence over
+``AWS_DEFAULT_REGION`` there, so it does here too.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from .errors import AwsCallFailed, DependencyMissing
 
-__all__ = ["boto3_module", "make_session", "make_client", "call", "error_code"]
+__all__ = ["boto3_module", "make_session", "make_client", "call", "error_code", "region_from_env", "AWS_EXTRA"]
 
 AWS_EXTRA = "pip install 'slm-intents[aws]'"
 
@@ -20,14 +27,21 @@ def boto3_module() -> Any:
     return boto3
 
 
+def region_from_env(region: str | None = None) -> str | None:
+    """``region``, else ``AWS_REGION``, else None (botocore's chain decides)."""
+    return region or os.environ.get("AWS_REGION", "").strip() or None
+
+
 def make_session(region: str | None = None, profile: str | None = None) -> Any:
-    """A ``boto3.Session``; region and profile fall back to the usual AWS configuration chain."""
+    """A ``boto3.Session``; region (see the module docstring) and profile fall back to the AWS configuration."""
     boto3 = boto3_module()
+    region = region_from_env(region)
     return boto3.Session(region_name=region, profile_name=profile) if profile else boto3.Session(region_name=region)
 
 
 def make_client(service: str, *, region: str | None = None, session: Any = None) -> Any:
     """A boto3 client; a missing region is an error here, not a confusing one later."""
+    region = region_from_env(region)
     session = session or make_session(region)
     resolved = region or session.region_name
     if not resolved:
@@ -60,7 +74,7 @@ def call(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         raise AwsCallFailed(f"{where}: no AWS credentials found (configure a profile, environment variables "
                             "or an instance role)", operation=where, code="NoCredentials") from None
     except NoRegionError:
-        raise AwsCallFailed(f"{where}: no AWS region (pass --region or set AWS_DEFAULT_REGION)",
+        raise AwsCallFailed(f"{where}: no AWS region (pass --region or set AWS_REGION / AWS_DEFAULT_REGION)",
                             operation=where, code="NoRegion") from None
     except ClientError as exc:
         code = error_code(exc)

@@ -21,7 +21,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from .errors import AwsError, DependencyMissing
 
@@ -100,18 +100,23 @@ def container_requirements(repo: Path = REPO) -> list[str]:
     return out
 
 
+def _tree(repo: Path, top: str) -> Iterator[tuple[str, Path]]:
+    """``(archive name, path)`` of the files under ``repo/top``, caches and bytecode left out."""
+    root = repo / top
+    if not root.is_dir():
+        raise AwsError(f"{root} not found: the SageMaker source bundle is built from a checkout")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(repo)
+        if not (_SKIP_PARTS.intersection(rel.parts) or path.suffix in _SKIP_SUFFIXES):
+            yield rel.as_posix(), path
+
+
 def collect_source(repo: Path = REPO, params_path: str | Path | None = None) -> SourceBundle:
     """Read the files of the bundle from a checkout; ``params_path`` replaces ``pipelines/params.json``."""
     files: dict[str, bytes] = {}
     for top in _DIRS:
-        root = repo / top
-        if not root.is_dir():
-            raise AwsError(f"{root} not found: the SageMaker source bundle is built from a checkout")
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(repo)
-            if _SKIP_PARTS.intersection(rel.parts) or path.suffix in _SKIP_SUFFIXES:
-                continue
-            files[rel.as_posix()] = path.read_bytes()
+        for rel, path in _tree(repo, top):
+            files[rel] = path.read_bytes()
     params = Path(params_path) if params_path else repo / "pipelines" / "params.json"
     files["pipelines/params.json"] = params.read_bytes()
     files["requirements.txt"] = ("\n".join(container_requirements(repo)) + "\n").encode()
@@ -138,13 +143,7 @@ def write_serving_code(model_dir: str | Path, root: Path = REPO) -> Path:
     """
     out = Path(model_dir) / SERVING_CODE_DIR
     for top in ("cloud", "edge_runtime"):
-        src = root / top
-        if not (src / "__init__.py").is_file():
-            raise AwsError(f"{src} is not a package: the serving code is copied from a checkout or the source bundle")
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = path.relative_to(root)
-            if _SKIP_PARTS.intersection(rel.parts) or path.suffix in _SKIP_SUFFIXES:
-                continue
+        for rel, path in _tree(root, top):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(path.read_bytes())
     (out / INFERENCE_SCRIPT).write_bytes(_INFERENCE_SHIM)

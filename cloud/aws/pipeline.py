@@ -33,9 +33,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
+from ..inference.handler import MODEL_NAME_ENV
 from ..params import Params, load_params, parameter_fields
 from ._boto import AWS_EXTRA, call, make_client, make_session
-from ..inference.handler import MODEL_NAME_ENV
 from .code import ENTRY_SCRIPT, SERVING_ENVIRONMENT, TARBALL, SourceBundle, collect_source
 from .errors import AwsCallFailed, AwsError, DependencyMissing
 from .s3store import S3Store

@@ -188,8 +188,8 @@ def output_fn(prediction: Any, accept: str | None, context: Any = None) -> tuple
     """The JSON reply and its content type; with the TorchServe ``context``, an error reply's HTTP status is set."""
     from edge_runtime.service import encode_error, encode_reply
 
-    accepted = (accept or JSON).split(";", 1)[0].strip().lower()
-    if accepted not in (JSON, "*/*", "application/*"):
+    accepted = {media.split(";", 1)[0].strip().lower() for media in (accept or JSON).split(",")}
+    if not accepted & {JSON, "*/*", "application/*"}:
         request_id = getattr(getattr(prediction, "request", None), "id", None)
         prediction = Rejected(request_id, "bad_request", f"Accept {accept!r} cannot be served: this model replies "
                                                          f"{JSON}", 406)

@@ -139,7 +139,9 @@ def test_texts_get_results_in_order_equal_to_one_by_one(toolkit, checkpoint):
     assert status == 200 and reply["id"] == "b" and len(reply["results"]) == len(TEXTS)
     assert [(r["intent"], pytest.approx(r["confidence"], abs=1e-5)) for r in reply["results"]] == reference(checkpoint,
                                                                                                              TEXTS)
-    alone = toolkit.invoke(json.dumps({"id": "x", "text": TEXTS[2]}).encode())[1]
+    status, alone, _ = toolkit.invoke(json.dumps({"id": "x", "text": TEXTS[2]}).encode(),
+                                      accept="text/html, application/json;q=0.9")  # a list with JSON in it
+    assert status == 200
     assert reply["results"][2]["intent"] == alone["intent"]
     assert reply["results"][2]["confidence"] == pytest.approx(alone["confidence"], abs=1e-5)
 

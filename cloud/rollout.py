@@ -377,8 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state", default=None, help="state file (default: <store>/slm-intents/rollouts/rollout.json)")
         p.add_argument("--region", default=None, help="AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)")
         if name in ("status", "promote"):
-            p.add_argument("--telemetry", nargs="+", required=name == "promote",
-                           help="JSON-lines files or folders of telemetry messages")
+            source = p.add_mutually_exclusive_group(required=name == "promote")
+            source.add_argument("--telemetry", nargs="+", help="JSON-lines files or folders of telemetry messages")
+            source.add_argument("--telemetry-s3", metavar="S3_URI", help="where infra/telemetry.yaml's rule writes: "
+                                "s3://<bucket>/slm-intents/telemetry/ (the canary's things, since it started)")
     return parser
 
 
@@ -398,6 +400,11 @@ def main(argv: Sequence[str] | None = None, *, backend: DeploymentBackend | None
             backend = GreengrassBackend.for_region(args.region)
         rollout = Rollout(_state_path(args, "state"), backend)
         telemetry = load_telemetry(args.telemetry) if getattr(args, "telemetry", None) else None
+        if getattr(args, "telemetry_s3", None):
+            from .aws.telemetry import load_s3_telemetry
+
+            telemetry = load_s3_telemetry(args.telemetry_s3, things=rollout.backend.things(rollout.plan.canary_group),
+                                          since=rollout.state.get("canary_since"), region=args.region)
         if args.command == "start":
             result: Any = rollout.start()
         elif args.command == "status":

@@ -11,8 +11,9 @@ and score them with the reference model:
     python -m cloud.shadow compare --endpoint intents-fp32 --region eu-west-1
 
 The reference is the FP32 checkpoint (``--model``, needs the ``cloud`` extra), any edge bundle (``--bundle``) or a
-SageMaker endpoint (``--endpoint``, JSON ``{"inputs": [...]}`` in, ``[{"label", "score"}]`` or
-``{"predictions": [...]}`` out). ``compare`` writes ``shadow.json`` (agreement, per-class disagreement, confusion
+SageMaker endpoint (``--endpoint``, JSON ``{"inputs": [...]}`` in, ``{"results": [{"intent", "confidence"}]}``
+out as :mod:`cloud.inference.handler` replies (``python -m cloud.endpoint deploy``), or ``[{"label", "score"}]``
+or ``{"predictions": [...]}``). ``compare`` writes ``shadow.json`` (agreement, per-class disagreement, confusion
 pairs, confidence deltas, per device and model version), ``report.md`` and ``shadow.png``, prints the JSON
 summary, and exits 1 when ``--min-agreement`` is given and not met.
 """
@@ -154,7 +155,8 @@ def endpoint_scorer(endpoint: str, *, region: str | None = None, client: Any = N
             resp = call(runtime.invoke_endpoint, EndpointName=endpoint, ContentType="application/json",
                         Accept="application/json", Body=json.dumps({"inputs": chunk}).encode())
             body = json.loads(resp["Body"].read())
-            preds = body.get("predictions", body) if isinstance(body, dict) else body
+            # cloud.inference.handler replies like the device ({"results": [...]}); other servers use "predictions"
+            preds = body.get("results", body.get("predictions", body)) if isinstance(body, dict) else body
             if not isinstance(preds, list) or len(preds) != len(chunk):
                 raise CloudError(f"endpoint {endpoint} returned {str(body)[:200]!r} for {len(chunk)} texts")
             for p in preds:

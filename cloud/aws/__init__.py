@@ -7,6 +7,7 @@ them); each function imports what it uses. Modules:
 - :mod:`cloud.aws.s3store`: :class:`S3Store`, contract 2's key layout in a bucket (``Store.at("s3://...")``)
 - :mod:`cloud.aws.neo`: SageMaker Neo compilation into the edge bundle's ``dlr`` backend, with fallback
 - :mod:`cloud.aws.greengrass`: component versions and staged (canary -> fleet) deployments
+- :mod:`cloud.aws.telemetry`: device telemetry as infra/telemetry.yaml's IoT rule stores it in S3, for the rollout gates
 - :mod:`cloud.aws.code`, :mod:`cloud.aws.entry`, :mod:`cloud.aws.steps`: what the SageMaker jobs run
 - :mod:`cloud.registry.sagemaker`: the SageMaker Model Registry backend (``open_registry("sagemaker")``)
 """

@@ -16,6 +16,10 @@ from .errors import AwsCallFailed, DependencyMissing
 __all__ = ["boto3_module", "make_session", "make_client", "call", "error_code", "region_from_env", "AWS_EXTRA"]
 
 AWS_EXTRA = "pip install 'slm-intents[aws]'"
+#: botocore's "standard" retry mode (exponential backoff with jitter, retries throttling and transient errors,
+#: a client-side retry quota); 5 attempts in all instead of its default 3, for long pipeline / deployment polls.
+#: https://docs.aws.amazon.com/boto3/latest/guide/retries.html
+RETRIES = {"mode": "standard", "total_max_attempts": 5}
 
 
 def boto3_module() -> Any:
@@ -40,14 +44,16 @@ def make_session(region: str | None = None, profile: str | None = None) -> Any:
 
 
 def make_client(service: str, *, region: str | None = None, session: Any = None) -> Any:
-    """A boto3 client; a missing region is an error here, not a confusing one later."""
+    """A boto3 client with the standard retry mode (:data:`RETRIES`); a missing region is an error here."""
+    from botocore.config import Config
+
     region = region_from_env(region)
     session = session or make_session(region)
     resolved = region or session.region_name
     if not resolved:
         raise AwsCallFailed(f"no AWS region for {service}: pass --region or set AWS_REGION / AWS_DEFAULT_REGION",
                             operation=f"{service}.client")
-    return session.client(service, region_name=resolved)
+    return session.client(service, region_name=resolved, config=Config(retries=dict(RETRIES)))
 
 
 def error_code(exc: BaseException) -> str:

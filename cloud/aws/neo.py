@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .entry import extract_tar
 from .errors import AwsCallFailed, AwsError, NeoCompileFailed
 
-__all__ = ["NeoTarget", "NeoConfig", "NeoResult", "compile_with_neo", "package_edge", "main"]
+__all__ = ["NeoTarget", "NeoConfig", "NeoResult", "compile_with_neo", "neo_input", "package_edge", "main"]
 
 log = logging.getLogger(__name__)
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the names cloud.compile exports
@@ -104,11 +104,27 @@ class NeoResult:
                 "artifact_uri": self.artifact_uri}
 
 
-def _tar_gz(files: Mapping[str, Path]) -> bytes:
+def neo_input(onnx_path: Path) -> bytes:
+    """Neo's ``model.tar.gz``: one self-contained ``.onnx`` file under the model's name.
+
+    Neo takes ONNX as "one model file (.onnx)" (docs/aws.md, "SageMaker Neo"), while ``cloud.compile`` keeps the
+    INT8 model's weights beside it in ``model.int8.onnx.data``; a tar of the graph alone holds no weights. So
+    the model is loaded with its external data and written back whole. Raises :class:`NeoCompileFailed`
+    (before anything is uploaded) when a weights file is missing or the model cannot be read.
+    """
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    try:
+        model = onnx.load(str(onnx_path))  # reads every external-data file the tensors name, beside the model
+        body = model.SerializeToString()
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing .data file is a ValidationError
+        raise NeoCompileFailed(f"cannot read {onnx_path} with its external weights: {exc}") from None
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, path in files.items():
-            tar.add(str(path), arcname=name)
+        info = tarfile.TarInfo(onnx_path.name)
+        info.size, info.mode = len(body), 0o644
+        tar.addfile(info, io.BytesIO(body))
     return buf.getvalue()
 
 
@@ -120,7 +136,8 @@ def _job_name(now: datetime | None = None) -> str:
 def compile_with_neo(onnx_path: Path, work_dir: Path, config: NeoConfig, *, sagemaker: Any, s3: Any,
                      job_name: str | None = None, sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic) -> NeoResult:
-    """Run one Neo job on ``onnx_path``; return the result with the artifact unpacked in ``work_dir/dlr``.
+    """Run one Neo job on ``onnx_path`` (its external weights inlined); return the result with the artifact
+    unpacked in ``work_dir/dlr``.
 
     Raises :class:`NeoCompileFailed` when the job cannot be created, fails, stops or times out.
     """
@@ -128,9 +145,10 @@ def compile_with_neo(onnx_path: Path, work_dir: Path, config: NeoConfig, *, sage
 
     name = job_name or _job_name()
     key = f"{config.prefix}/neo/{name}"
+    body = neo_input(onnx_path)  # before anything is uploaded: a model without its weights cannot compile
     try:
         call(s3.put_object, Bucket=config.bucket, Key=f"{key}/input/model.tar.gz",
-             Body=_tar_gz({onnx_path.name: onnx_path}))
+             Body=body)
         call(sagemaker.create_compilation_job,
              CompilationJobName=name, RoleArn=config.role_arn,
              InputConfig={"S3Uri": f"s3://{config.bucket}/{key}/input/model.tar.gz",

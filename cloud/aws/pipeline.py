@@ -6,7 +6,8 @@
       -> Train (Training: cloud.train)
       -> Evaluate (Processing: cloud.compile INT8 candidate + cloud.evaluate; metrics.json, gate.json)
       -> CheckQualityGate (Condition: INT8 macro-F1 >= MinMacroF1 and FP32 - INT8 <= MaxInt8Drop)
-           ├─ yes: RegisterModel (Model Registry: PendingManualApproval, ModelLifeCycle Staging, metrics)
+           ├─ yes: RegisterModel (Model Registry: PendingManualApproval, ModelLifeCycle Staging, metrics; the
+           │        training artifact in the PyTorch inference image, served by its code/inference.py)
            │        -> CompileEdge (Processing: SageMaker Neo for LINUX/ARM64, falling back to ONNX Runtime
            │           INT8; the bundle goes to s3://<bucket>/slm-intents/edge/<version>/)
            └─ no:  QualityGateFailed (Fail)
@@ -32,9 +33,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
+from ..inference.handler import MODEL_NAME_ENV
 from ..params import Params, load_params, parameter_fields
 from .clients import AWS_EXTRA, call, make_client, make_session
-from .code import ENTRY_SCRIPT, TARBALL, SourceBundle, collect_source
+from .code import ENTRY_SCRIPT, SERVING_ENVIRONMENT, TARBALL, SourceBundle, collect_source
 from .errors import AwsCallFailed, AwsError, DependencyMissing
 from .s3store import S3Store
 
@@ -289,9 +291,12 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
         return s.Join(on="", values=[value])
 
     # 4a. register: PendingManualApproval, stage Staging, metrics attached
+    # the training artifact carries the inference handler in code/ (cloud.aws.code.write_serving_code); the
+    # container's environment names it, so the registered package serves as it is (python -m cloud.endpoint)
+    serving_env = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": config.region, MODEL_NAME_ENV: params.model_name}
     builder = s.ModelBuilder(s3_model_data_url=model_data, image_uri=inference_image, sagemaker_session=session,
                              role_arn=config.role_arn, instance_type="ml.m5.large", dependencies={"auto": False},
-                             log_level=logging.WARNING)
+                             env_vars=serving_env, log_level=logging.WARNING)
     builder.bucket = config.bucket  # explicit, or the SDK looks up (and creates) a default bucket
     register = s.ModelStep(
         name="RegisterModel", description="register the evaluated model (PendingManualApproval, Staging)",

@@ -5,7 +5,8 @@ and an option, so each step also runs on a workstation against local folders (th
 
 ================  ===========================================================================================
 ``prepare``       ``cloud.data`` (SNIPS directory or one CSV under ``--data``) then ``cloud.validate`` (GX)
-``train``         ``cloud.train`` on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR`` (torch threads = the instance's CPUs)
+``train``         ``cloud.train`` on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR`` (torch threads = the instance's CPUs),
+                  with the inference handler in ``SM_MODEL_DIR/code/`` (:func:`cloud.aws.code.write_serving_code`)
 ``evaluate``      ``cloud.compile`` (ONNX export + static INT8 candidate bundle) then ``cloud.evaluate``; writes
                   ``evaluation/metrics.json`` and ``evaluation/gate.json`` (the pipeline's condition reads both)
 ``compile-edge``  :func:`cloud.aws.neo.package_edge`: the edge bundle of the registered version, with a ``dlr``
@@ -124,6 +125,9 @@ def _train(argv: Sequence[str]) -> int:
         Path(record).mkdir(parents=True, exist_ok=True)
         (Path(record) / "params.json").write_text(json.dumps(params.to_dict(), indent=2) + "\n", encoding="utf-8")
     result = train_step(a.data, a.out, params)
+    from .code import write_serving_code
+
+    write_serving_code(a.out, _SOURCE_ROOT)  # model.tar.gz/code/: the endpoint's handler (cloud.inference.handler)
     print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}))
     return 0
 

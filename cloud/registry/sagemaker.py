@@ -309,9 +309,9 @@ class SageMakerRegistry(ModelRegistry):
         return self.get(group, version)
 
     def get(self, group: str, version: int) -> ModelPackage:
-        return _package(self._describe(group, version))
+        return _package(self.describe(group, version))
 
-    def _describe(self, group: str, version: int) -> dict[str, Any]:
+    def describe(self, group: str, version: int) -> dict[str, Any]:
         validate_version(version)
         arn = self._package_arn(group, version)
         try:
@@ -337,12 +337,12 @@ class SageMakerRegistry(ModelRegistry):
         return sorted(packages, key=lambda p: p.version)
 
     def history(self, group: str, version: int) -> list[HistoryEvent]:
-        return _history(self._describe(group, version))
+        return _history(self.describe(group, version))
 
     def add_artifacts(self, group: str, version: int, artifacts: Mapping[str, str]) -> ModelPackage:
         check_artifacts(artifacts)
         with self._lock:
-            desc = self._describe(group, version)
+            desc = self.describe(group, version)
             props = {**desc.get("CustomerMetadataProperties", {}), **flatten_properties("artifacts", artifacts)}
             _check_budget(props)
             self._api("update_model_package", ModelPackageArn=desc["ModelPackageArn"],
@@ -358,7 +358,7 @@ class SageMakerRegistry(ModelRegistry):
 
     def _transition(self, group: str, version: int, target: ApprovalStatus, by: str, reason: str) -> ModelPackage:
         with self._lock:
-            desc = self._describe(group, version)
+            desc = self.describe(group, version)
             current = _package(desc)
             plan = plan_transition(current, target, by, reason)
             now = self._clock()

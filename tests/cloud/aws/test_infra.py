@@ -28,7 +28,7 @@ def _resources(template, kind: str):
 
 def test_the_templates_are_there():
     assert [p.name for p in TEMPLATES] == ["cicd.yaml", "greengrass-core.yaml", "greengrass-role.yaml", "iot.yaml",
-                                           "sagemaker-role.yaml", "storage.yaml"]
+                                           "sagemaker-role.yaml", "storage.yaml", "telemetry.yaml"]
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
@@ -66,8 +66,8 @@ def _statements(template):
             yield from each(res["Properties"]["PolicyDocument"]["Statement"])
 
 
-@pytest.mark.parametrize("name", ["sagemaker-role.yaml", "greengrass-role.yaml", "iot.yaml", "greengrass-core.yaml",
-                                  "cicd.yaml"])
+    assert [p.name for p in TEMPLATES] == ["cicd.yaml", "greengrass-core.yaml", "greengrass-role.yaml", "iot.yaml",
+                                           "sagemaker-role.yaml", "storage.yaml", "telemetry.yaml"]
 def test_no_statement_allows_every_action(name):
     for st in _statements(_load(name)):
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
@@ -126,3 +126,15 @@ def test_buildspec_tests_then_upserts_and_starts_the_pipeline():
     build = " ".join(spec["phases"]["build"]["commands"])
     assert "make test" in pre
     assert build.index("cloud.pipeline upsert") < build.index("cloud.pipeline start") < build.index("--wait")
+
+
+def test_telemetry_rule_role_is_assumed_by_iot_for_this_rule_only():
+    t = _load("telemetry.yaml")
+    (role,) = _resources(t, "AWS::IAM::Role").values()
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "iot.amazonaws.com"}
+    # confused-deputy guard: only this account's rule of this name may use the role
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert "rule/${RuleName}" in json.dumps(trust["Condition"]["ArnLike"]["aws:SourceArn"])
+    (rule,) = _resources(t, "AWS::IoT::TopicRule").values()
+    assert [list(a) for a in rule["Properties"]["TopicRulePayload"]["Actions"]] == [["S3"]]

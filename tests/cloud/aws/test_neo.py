@@ -135,3 +135,81 @@ def test_without_neo_the_bundle_is_the_candidate_under_its_version(candidate_bun
     loaded = Bundle.load(bundle.root)
     assert loaded.manifest.version == "3" and loaded.manifest.lineage["run_id"] == "r"
     assert set(loaded.manifest.files) == set(Bundle.load(candidate_bundle).manifest.files)
+
+
+@pytest.fixture()
+def external_data_candidate(tiny_bundle, tmp_path):
+    """A candidate bundle laid out like cloud.compile writes it: model.int8.onnx with its weights in
+    model.int8.onnx.data beside it."""
+    import shutil
+
+    from cloud.compile import _externalize
+    from edge_runtime.bundle import Bundle, write_bundle
+
+    src = tiny_bundle[0]
+    work = tmp_path / "int8"
+    work.mkdir()
+    shutil.copyfile(src.path_of("model.onnx"), work / "model.int8.onnx")
+    _externalize(work / "model.int8.onnx", "model.int8.onnx.data")  # what cloud.compile does to the INT8 model
+    m = src.manifest
+    write_bundle(tmp_path / "candidate-ext", files={
+        "model.int8.onnx": work / "model.int8.onnx", "model.int8.onnx.data": work / "model.int8.onnx.data",
+        "tokenizer.json": src.path_of("tokenizer.json")}, name=m.name, version=m.version, labels=list(m.labels),
+        max_length=m.max_length, tokenizer="tokenizer.json",
+        backends={"onnxruntime": {"file": "model.int8.onnx", "quantization": {"scheme": "none"}}},
+        metrics={}, lineage={}, reference={})
+    return Bundle.load(tmp_path / "candidate-ext")
+
+
+def test_neo_input_holds_the_external_weights_the_model_needs(external_data_candidate, tmp_path, clients, s3_bucket):
+    import numpy as np
+    import onnxruntime as ort
+
+    # Given a candidate whose INT8 model keeps its weights in model.int8.onnx.data
+    clients_, stubber = clients
+    _expect_create(stubber)
+    _describe(stubber, "FAILED", FailureReason="whatever Neo says")
+    # When the Neo step runs
+    _package(external_data_candidate.root, tmp_path, clients_)
+    # Then the compile input is one .onnx file (Neo's ONNX format) that holds the weights: it runs on its own
+    body = s3_bucket.get_object(Bucket=BUCKET, Key=f"slm-intents/neo/{JOB}/input/model.tar.gz")["Body"].read()
+    unpacked = tmp_path / "neo-input"
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getnames() == ["model.int8.onnx"]
+        tar.extractall(unpacked, filter="data")
+    session = ort.InferenceSession(str(unpacked / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ones((1, 4), dtype=np.int64) for i in session.get_inputs()}
+    original = ort.InferenceSession(str(external_data_candidate.path_of("model.int8.onnx")),
+                                    providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, feeds)[0], original.run(None, feeds)[0])
+
+
+def test_neo_refuses_a_model_whose_external_weights_are_missing_before_uploading(external_data_candidate, tmp_path,
+                                                                                 clients, s3_bucket):
+    import shutil
+
+    from cloud.aws.neo import NeoCompileFailed, NeoConfig, compile_with_neo
+
+    # Given the INT8 model without its .data file
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copyfile(external_data_candidate.path_of("model.int8.onnx"), lone / "model.int8.onnx")
+    clients_, stubber = clients
+    # When it is sent to Neo, Then it is refused with the missing file named, and nothing was uploaded or started
+    with pytest.raises(NeoCompileFailed, match=r"external weights: .*model.int8.onnx.data"):
+        compile_with_neo(lone / "model.int8.onnx", tmp_path / "w", NeoConfig(bucket=BUCKET, role_arn=ROLE_ARN),
+                         job_name=JOB, **clients_)
+    assert s3_bucket.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    stubber.assert_no_pending_responses()
+
+
+def test_an_fp32_model_without_external_data_is_sent_as_it_is(tiny_bundle):
+    import onnx
+
+    from cloud.aws.neo import neo_input
+
+    model = tiny_bundle[0].path_of("model.onnx")
+    with tarfile.open(fileobj=io.BytesIO(neo_input(model))) as tar:
+        assert tar.getnames() == ["model.onnx"]
+        sent = onnx.load_model_from_string(tar.extractfile("model.onnx").read())
+    assert sent == onnx.load(str(model))

@@ -312,6 +312,7 @@ class SageMakerRegistry(ModelRegistry):
         return _package(self.describe(group, version))
 
     def describe(self, group: str, version: int) -> dict[str, Any]:
+        """The raw DescribeModelPackage answer of one version (the registry knows how its ARN is spelled)."""
         validate_version(version)
         arn = self._package_arn(group, version)
         try:

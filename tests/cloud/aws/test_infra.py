@@ -66,8 +66,8 @@ def _statements(template):
             yield from each(res["Properties"]["PolicyDocument"]["Statement"])
 
 
-    assert [p.name for p in TEMPLATES] == ["cicd.yaml", "greengrass-core.yaml", "greengrass-role.yaml", "iot.yaml",
-                                           "sagemaker-role.yaml", "storage.yaml", "telemetry.yaml"]
+@pytest.mark.parametrize("name", ["sagemaker-role.yaml", "greengrass-role.yaml", "iot.yaml", "greengrass-core.yaml",
+                                  "cicd.yaml", "telemetry.yaml"])
 def test_no_statement_allows_every_action(name):
     for st in _statements(_load(name)):
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]

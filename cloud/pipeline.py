@@ -204,7 +204,7 @@ class LocalPipeline:
                                                          work_dir=work / "onnx").to_dict(),
                               check=lambda o: (Path(o["bundle_dir"]) / "manifest.json").is_file(),
                               describe=lambda o: f"INT8 {o['int8_mb']:.1f} MB (FP32 {o['fp32_mb']:.1f} MB), "
-                                                 f"val agreement {o['agreement_val']:.2%}")
+                                                 f"val agreement {o['agreement_val']:.2%}" + _class_agreement(o))
         candidate = Path(compiled["bundle_dir"])
 
         # 5. evaluate
@@ -216,7 +216,8 @@ class LocalPipeline:
                                check=lambda o: (Path(o["dir"]) / "metrics.json").is_file(),
                                describe=lambda o: f"INT8 acc {o['metrics']['int8']['accuracy']:.2%} macro-F1 "
                                                   f"{o['metrics']['int8']['macro_f1']:.2%} | FP32 acc "
-                                                  f"{o['metrics']['fp32']['accuracy']:.2%} | agreement {o['metrics']['agreement']:.2%}")
+                                                  f"{o['metrics']['fp32']['accuracy']:.2%} | agreement {o['metrics']['agreement']:.2%}"
+                                                  + _oos_text(o["metrics"]))
         metrics = evaluated["metrics"]
         eval_dir = Path(evaluated["dir"])
         self.state["metrics"] = metrics
@@ -325,6 +326,22 @@ class LocalPipeline:
         lines = [f"{'step':<10}{'status':<9}{'seconds':>9}  detail"]
         lines += [f"{r.name:<10}{r.status:<9}{r.seconds:>9.1f}  {r.detail}" for r in self.records.values()]
         return "\n".join(lines)
+
+
+def _class_agreement(compiled: dict[str, Any]) -> str:
+    per_class = compiled.get("agreement_per_class") or {}
+    if not per_class:
+        return ""
+    label, worst = min(per_class.items(), key=lambda kv: kv[1]["agreement"])
+    return f" (lowest class {label} {worst['agreement']:.2%})"
+
+
+def _oos_text(metrics: dict[str, Any]) -> str:
+    oos = metrics.get("out_of_scope") or {}
+    if not oos.get("enabled"):
+        return ""
+    return (f" | out-of-scope on: {oos['test_unknown_rate']:.2%} of test answered unknown, "
+            f"INT8 acc {oos['int8_accuracy_with_decision']:.2%}")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@
     PrepareData (Processing: cloud.data + cloud.validate, GX)
       -> Train (Training: cloud.train)
       -> Evaluate (Processing: cloud.compile INT8 candidate + cloud.evaluate; metrics.json, gate.json)
-      -> CheckQualityGate (Condition: INT8 macro-F1 >= MinMacroF1 and FP32 - INT8 <= MaxInt8Drop)
+      -> CheckQualityGate (Condition: INT8 macro-F1 >= MinMacroF1, accuracy >= MinAccuracy, FP32 - INT8 <= MaxInt8Drop)
            ├─ yes: RegisterModel (Model Registry: PendingManualApproval, ModelLifeCycle Staging, metrics; the
            │        training artifact in the PyTorch inference image, served by its code/inference.py)
            │        -> CompileEdge (Processing: SageMaker Neo for LINUX/ARM64, falling back to ONNX Runtime

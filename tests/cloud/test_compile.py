@@ -135,3 +135,28 @@ def test_mean_pooling_head_trains_exports_and_matches_pytorch(tiny_base_model, t
     np.testing.assert_allclose(onnx_out, predict_logits(reloaded, tokenize(TEXTS, tok, 24)), atol=1e-4)
     alone = np.concatenate([onnx_logits(path, tok, 24, [t], threads=1) for t in TEXTS])
     np.testing.assert_allclose(onnx_out, alone, atol=1e-5)
+
+
+def test_the_bundle_carries_an_out_of_scope_detector_fitted_on_training_rows(classifier_checkpoint, tmp_path):
+    # Given training rows for the detector and validation texts for its threshold
+    from edge_runtime import IntentClassifier
+
+    rows = [(t, LABELS[i % len(LABELS)]) for i, t in enumerate(TEXTS * 4)]
+    res = compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
+                         calibration_texts=TEXTS, check_texts=TEXTS * 2, quantization=QuantizationConfig.arm64(),
+                         min_agreement=0.0, work_dir=tmp_path / "w", oos_rows=rows, oos_flag_rate=0.1)
+    # Then the manifest names the detector's file (listed and hashed) and a threshold set on the validation texts
+    bundle = Bundle.load(res.bundle_dir)
+    entry = bundle.manifest.extra["out_of_scope"]
+    assert entry["method"] == "mahalanobis" and entry["file"] in bundle.manifest.files
+    assert entry["train_texts"] == len(rows) and entry["val_texts"] == len(TEXTS) * 2
+    assert entry["val_flag_rate"] <= 0.1 + 1e-9 and np.isfinite(entry["threshold"])
+    # and the device reads logits and sentence vector from the one output; the decision changes only the intent
+    with IntentClassifier.from_bundle(bundle.root, threads=1) as on, \
+            IntentClassifier.from_bundle(bundle.root, threads=1, out_of_scope=False) as off:
+        assert on.detector is not None and on.detector.features == 32
+        a, b = on.predict_batch(TEXTS * 2), off.predict_batch(TEXTS * 2)
+        assert [p.top for p in a] == [p.top for p in b]
+        flagged = [x.intent == "unknown" for x in a]
+        assert sum(flagged) <= 1 + 0.1 * len(a) and not any(x.intent == "unknown" for x in b)
+        assert on.probabilities(TEXTS).shape == (len(TEXTS), len(LABELS))

@@ -188,12 +188,13 @@ def closure(roots: Sequence[str], pins: dict[str, str], requires: dict[str, list
 
 
 def app_requirements() -> list[str]:
-    """What the slm_intents wheel needs on the device: the base dependencies and the mqtt and greengrass extras."""
+    """What the slm_intents wheel needs on the device: the base dependencies and the mqtt, greengrass and signing
+    extras (``BundlePublicKey`` makes the device verify bundle signatures, which needs cryptography)."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return project["dependencies"] + extras["mqtt"] + extras["greengrass"]
+    return project["dependencies"] + extras["mqtt"] + extras["greengrass"] + extras["signing"]
 
 
 def _skip_if_unreachable(resolution: Resolution, what: str) -> None:

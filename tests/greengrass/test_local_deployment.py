@@ -123,16 +123,6 @@ def _wait_status(client: Client, state: str, proc: subprocess.Popen[bytes] | Non
     pytest.fail(f"no {state!r} status within {timeout} s")
 
 
-def _pin(name: str) -> str:
-    """``name==version`` from constraints.txt (the versions this checkout is tested with)."""
-    from tests.conftest import REPO
-
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        if line.lower().startswith(name + "=="):
-            return line.strip()
-    raise AssertionError(f"{name} is not pinned in constraints.txt")
-
-
 def _reply(client: Client, request_id: str, text: str = "play some jazz music") -> dict:
     topics = Topics.for_thing(THING)
     client.publish(topics.request, {"id": request_id, "text": text})
@@ -162,8 +152,7 @@ def test_a_signed_bundle_is_served_and_a_tampered_one_is_refused_while_the_old_m
         model_c = nucleus.deploy(good.out / "recipes", good.out / "artifacts", model["name"], model["version"])
         # the security settings arrive as component configuration, as a deployment would merge them
         config = {"Transport": "mqtt", "Broker": broker.url, "StatusIntervalS": 1, "Threads": 1,
-                  "Python": sys.executable, "BundlePollS": 0.2, "BundlePublicKey": key_b64,
-                  "PipArgs": _pin("cryptography")}  # the pinned requirements do not bring the signing extra
+                  "Python": sys.executable, "BundlePollS": 0.2, "BundlePublicKey": key_b64}
         app_c = nucleus.deploy(good.out / "recipes", good.out / "artifacts", app["name"], app["version"], config=config)
         nucleus.install(model_c)
         nucleus.install(app_c)

@@ -63,7 +63,8 @@ def test_the_app_runs_the_service_from_its_venv_with_the_pinned_requirements():
         assert run.rstrip().splitlines()[-1] == 'exec "{work:path}/venv/bin/python" -m edge_runtime serve'
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = project["dependencies"] + project["optional-dependencies"]["mqtt"] + project["optional-dependencies"]["greengrass"]
+    extras = project["optional-dependencies"]
+    needed = project["dependencies"] + extras["mqtt"] + extras["greengrass"] + extras["signing"]
     pin_files = sorted(APP.root.glob("requirements-py3*.txt"))
     assert pin_files
     for pin_file in pin_files:

@@ -13,6 +13,7 @@ from cloud.errors import CloudError
 
 EXPORTS = {
     "cloud": [],
+    "cloud.inference": [],
     "cloud.aws": ["AwsCallFailed", "AwsError", "DependencyMissing", "DeploymentBlocked", "NeoCompileFailed",
                   "NeoConfig", "NeoResult", "NeoTarget", "PipelineConfig", "RolloutConfig", "S3Store",
                   "build_pipeline", "definition", "start", "status", "upsert"],

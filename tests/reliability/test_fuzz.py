@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.errors import RequestError
 from edge_runtime.service.protocol import ErrorCode, Topics, decode_request
 from tests.edge_runtime.service.broker import MOSQUITTO, Client, Mosquitto
@@ -160,9 +161,10 @@ def test_fuzzing_the_service_over_the_broker(logging_broker, tiny_bundle, tmp_pa
             growth = rss_end - rss_warm
             assert growth < 16, f"service RSS grew {growth:.1f} MB in the second pass ({rss_warm:.0f} MB warm)"
             # and the broker sent each message to the service once and got exactly one PUBACK for each
-            sent, acked = _settled_counts(broker, f"edge-intents-{thing}")
+            client_id = ServiceConfig(bundle=str(tiny_bundle[0].root), thing=thing, broker=broker.url).mqtt_client_id
+            sent, acked = _settled_counts(broker, client_id)
             assert sent == acked and sent >= FUZZ_INPUTS + 1, (sent, acked)
-            assert f"Sending PUBLISH to edge-intents-{thing} (d1" not in broker.log.read_text(errors="replace")
+            assert f"Sending PUBLISH to {client_id} (d1" not in broker.log.read_text(errors="replace")
             record_property("fuzz_inputs", FUZZ_INPUTS)
             print(f"\nfuzz: {FUZZ_INPUTS} inputs in {elapsed:.1f} s, 0 crashes; {sent} PUBLISHes to the service, "
                   f"{acked} PUBACKs, 0 redeliveries; service RSS {rss_warm:.1f} MB after pass 1, {rss_end:.1f} MB "

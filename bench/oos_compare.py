@@ -12,11 +12,12 @@ Detectors:
 
 - ``msp``: 1 - the top softmax probability; ``msp_t``: the same after temperature scaling (fitted on validation);
 - ``energy``: -logsumexp(logits);
-- ``maha_<vector>_r<ridge>``: the squared Mahalanobis distance of a sentence vector to the nearest class mean,
-  with one covariance shared by the classes (``ridge`` x its mean variance added to the diagonal), fitted on the
-  training texts (Podolskiy et al., AAAI 2021, "Revisiting Mahalanobis Distance for Transformer-Based
-  Out-of-Domain Detection"). Vectors: ``pooled`` (what the classifier reads), ``cls`` (the [CLS] hidden state),
-  ``mean`` (the masked mean of the hidden states).
+- ``maha_<vector>``: the squared Mahalanobis distance of a sentence vector to the nearest class mean, with one
+  covariance shared by the classes (0.1% of its mean variance added to the diagonal), fitted on the training texts
+  (Podolskiy et al., AAAI 2021, "Revisiting Mahalanobis Distance for Transformer-Based Out-of-Domain Detection").
+  Vectors: ``pooled`` (what the classifier reads), the last layer's ``cls`` and ``mean``, and ``mean<i>_l2``: the
+  L2-normalized mean of layer ``i``'s hidden states (earlier layers keep more of what the fine-tuning on the
+  in-scope intents discards).
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-RIDGES = (1e-6, 1e-3, 1e-1)
+RIDGE = 1e-3
 FLAG_RATE = 0.001  # the share of in-scope validation texts a threshold may flag (under the 0.3-point budget)
 
 
 def features(model_dir: Path, texts: list[str], max_length: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Logits and three sentence vectors of ``texts``: ``pooled`` (what the classifier reads: the [CLS] pooler, or
-    the mean for a mean-pooling head), ``cls`` (the [CLS] token's last hidden state), ``mean`` (masked mean of the
-    last hidden states, as all-MiniLM-L6-v2 was trained to embed sentences)."""
+    """Logits and sentence vectors of ``texts``: ``pooled`` (what the classifier reads), and for every layer ``i``
+    ``cls<i>`` (the [CLS] hidden state) and ``mean<i>`` (the masked mean of the hidden states; layer 0 is the
+    embeddings)."""
     import torch
 
     from cloud.modeling import load_classifier
@@ -48,21 +49,23 @@ def features(model_dir: Path, texts: list[str], max_length: int) -> tuple[np.nda
 
     model = load_classifier(model_dir)
     ids = tokenize(texts, model_dir / "tokenizer.json", max_length)
-    out: dict[str, list[np.ndarray]] = {"logits": [], "pooled": [], "cls": [], "mean": []}
+    out: dict[str, list[np.ndarray]] = {}
     order = np.argsort([len(x) for x in ids], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(ids), 128):
             rows = order[start:start + 128]
             x, m = _collate(ids, rows)
-            enc = model.bert(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x))
-            states = enc.last_hidden_state
-            mask = m.unsqueeze(-1).to(states.dtype)
-            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            pooled = enc.pooler_output if getattr(enc, "pooler_output", None) is not None else mean
-            out["logits"].append(model.classifier(pooled).numpy())
-            out["pooled"].append(pooled.numpy())
-            out["cls"].append(states[:, 0].numpy())
-            out["mean"].append(mean.numpy())
+            enc = model.bert(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x),
+                             output_hidden_states=True)
+            mask = m.unsqueeze(-1).float()
+            last_mean = (enc.last_hidden_state * mask).sum(1) / mask.sum(1)
+            pooled = enc.pooler_output if getattr(enc, "pooler_output", None) is not None else last_mean
+            batch = {"logits": model.classifier(pooled), "pooled": pooled}
+            for i, h in enumerate(enc.hidden_states):
+                batch[f"cls{i}"] = h[:, 0]
+                batch[f"mean{i}"] = (h * mask).sum(1) / mask.sum(1)
+            for k, v in batch.items():
+                out.setdefault(k, []).append(v.numpy())
     inverse = np.argsort(order, kind="stable")
     arrays = {k: np.concatenate(v)[inverse] for k, v in out.items()}
     return arrays.pop("logits"), arrays
@@ -87,6 +90,10 @@ def fit_mahalanobis(vectors: np.ndarray, y: np.ndarray, classes: int, ridge: flo
     cov = centered.T @ centered / len(vectors)
     cov = cov + ridge * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
     return means, np.linalg.inv(cov)
+
+
+def _norm(vectors: np.ndarray, normalized: bool) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalized else vectors
 
 
 def mahalanobis(vectors: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -129,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         "msp_t": lambda z, v: 1 - _softmax(z / temperature).max(1),
         "energy": lambda z, v: -np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) - z.max(1),
     }
-    for vector in ("pooled", "cls", "mean"):
-        for ridge in RIDGES:
-            means, precision = fit_mahalanobis(out["train"][1][vector], y["train"], len(labels), ridge)
-            detectors[f"maha_{vector}_r{ridge:g}"] = (
-                lambda z, v, m=means, p=precision, k=vector: mahalanobis(v[k], m, p))
+    layers = sorted(int(k[4:]) for k in out["train"][1] if k.startswith("mean"))
+    candidates = [("pooled", False), (f"cls{layers[-1]}", False), (f"mean{layers[-1]}", False)]
+    candidates += [(f"mean{i}", True) for i in layers if i > 0]  # L2-normalized means of every layer
+    for vector, normalized in candidates:
+        means, precision = fit_mahalanobis(_norm(out["train"][1][vector], normalized), y["train"], len(labels), RIDGE)
+        name = f"maha_{vector}" + ("_l2" if normalized else "")
+        detectors[name] = (lambda z, v, m=means, p=precision, k=vector, n=normalized: mahalanobis(_norm(v[k], n), m, p))
     test_pred = out["test"][0].argmax(1)
     base_acc = float((test_pred == y["test"]).mean())
     rows = {}

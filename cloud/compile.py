@@ -64,21 +64,22 @@ class CompileResult:
 
 
 def export_onnx(model: Any, out_path: Path, *, opset: int = 17, exporter: str = "torchscript",
-                features: bool = False) -> Path:
+                features: int | None = None) -> Path:
     """Export a sequence-classification model (eager attention) to ONNX with dynamic batch/sequence axes.
 
     Eager attention exports as plain MatMul/Softmax, which quantizes cleanly and which ONNX Runtime fuses.
     ``exporter``: ``torchscript`` (``torch.onnx`` tracing) or ``dynamo`` (``torch.export``; needs onnxscript,
     writes symbolic shapes instead of Shape/Gather/Concat chains, about 13% fewer nodes).
-    ``features``: the one output is ``[logits | pooled sentence vector]`` (``logits_features``), for the
-    out-of-scope detector (:mod:`edge_runtime.oos`); otherwise it is the logits.
+    ``features``: a layer number; the one output is then ``[logits | sentence vector of that layer]``
+    (``logits_features``, :func:`cloud.modeling.with_features`), for the out-of-scope detector
+    (:mod:`edge_runtime.oos`); otherwise it is the logits.
     """
     import torch
 
     from .modeling import with_features
 
     output = "logits_features" if features else "logits"
-    model = with_features(model.eval()) if features else model.eval()
+    model = with_features(model.eval(), features) if features else model.eval()
     ids = torch.ones(2, 8, dtype=torch.long)
     inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -322,13 +323,14 @@ def compile_bundle(
     min_agreement: float = 0.99, opset: int = 17, exporter: str = "torchscript", work_dir: Path | None = None,
     metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
     reference: Mapping[str, Any] | None = None, target: str = "linux_arm64",
-    oos_rows: Sequence[tuple[str, str]] | None = None, oos_flag_rate: float = 0.001,
+    oos_rows: Sequence[tuple[str, str]] | None = None, oos_flag_rate: float = 0.001, oos_layer: int = 3,
 ) -> CompileResult:
     """Export ``model_dir`` (a transformers checkpoint + tokenizer.json), quantize, check, write the bundle.
 
     ``oos_rows``: the training ``(text, label)`` rows; with them the model also outputs its sentence vector and the
-    bundle gets an out-of-scope detector fitted on the INT8 vectors of these rows, its threshold set on
-    ``check_texts`` (the validation texts) so that ``oos_flag_rate`` of them are flagged (:mod:`cloud.oos`).
+    bundle gets an out-of-scope detector fitted on the INT8 vectors (layer ``oos_layer``) of these rows, its
+    threshold set on ``check_texts`` (the validation texts) so that ``oos_flag_rate`` of them are flagged
+    (:mod:`cloud.oos`).
     """
     from edge_runtime.bundle import write_bundle, zip_bundle
 
@@ -345,7 +347,8 @@ def compile_bundle(
     model = load_classifier(model_dir, eager=True)
     if model.config.num_labels != len(labels):
         raise CompileError(f"model has {model.config.num_labels} outputs, params list {len(labels)} labels")
-    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset, exporter=exporter, features=bool(oos_rows))
+    fp32 = export_onnx(model, work / "model.fp32.onnx", opset=opset, exporter=exporter,
+                       features=oos_layer if oos_rows else None)
     seconds["export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -382,8 +385,9 @@ def compile_bundle(
                                      int8_val[:, k:] if int8_val is not None else np.zeros((0, train.shape[1] - k)),
                                      oos_flag_rate)
         files[FILE] = save_detector(detector, work / FILE)
-        extra["out_of_scope"] = detector.to_entry(FILE, flag_rate=oos_flag_rate, fitted_on="train (INT8 vectors)",
-                                                  threshold_on="validation", **fit)
+        extra["out_of_scope"] = detector.to_entry(
+            FILE, vector=f"L2-normalized mean of layer {oos_layer}'s hidden states", layer=oos_layer,
+            flag_rate=oos_flag_rate, fitted_on="train (INT8 vectors)", threshold_on="validation", **fit)
         seconds["out_of_scope"] = time.perf_counter() - t
     bundle = write_bundle(
         out_dir,
@@ -440,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cloud.compile --model DIR --out DIR ...`` or ``--base-model`` for the speed-only bundle."""
     from .data import read_split_csv
     from .params import load_params
-    from .steps import compile_model
+    from .steps import across_classes, compile_model
 
     parser = argparse.ArgumentParser(prog="python -m cloud.compile", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -450,16 +454,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write (zip written beside it)")
     parser.add_argument("--version", default="0")
     parser.add_argument("--calibration", type=Path, help="CSV text,intent used for calibration and the agreement check")
+    parser.add_argument("--train", type=Path, default=None,
+                        help="CSV text,intent of the training rows: fits the out-of-scope detector (compile.out_of_scope)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         params = load_params(args.params)
-        texts = [t for t, _ in read_split_csv(args.calibration)] if args.calibration else []
+        texts = across_classes(read_split_csv(args.calibration)) if args.calibration else []
         if args.base_model:
             result = build_base_bundle(args.out, params.labels, max_length=params.train.max_length,
                                        calibration_texts=texts or None)
         elif args.model:
-            result = compile_model(args.model, args.out, params, version=args.version, texts=texts)
+            result = compile_model(args.model, args.out, params, version=args.version, texts=texts,
+                                   train_rows=read_split_csv(args.train) if args.train else None)
         else:
             parser.error("give --model DIR or --base-model")
     except CloudError as exc:

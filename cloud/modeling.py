@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["POOLINGS", "build_classifier", "encode", "load_classifier", "logits_and_states", "with_features"]
+__all__ = ["POOLINGS", "build_classifier", "load_classifier", "logits_and_states", "with_features"]
 
 POOLINGS = ("cls", "mean")
 
@@ -45,12 +45,6 @@ def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_typ
 
     ``logits`` equals ``model(...).logits``; the token states feed the auxiliary slot head during training.
     """
-    logits, states, _ = encode(model, input_ids, attention_mask, token_type_ids)
-    return logits, states
-
-
-def encode(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any, Any]:
-    """Logits, token states and the pooled sentence vector the classifier reads, from one encoder pass."""
     if getattr(model.config, "pooling", "cls") == "mean":
         states = model.bert(input_ids=input_ids, attention_mask=attention_mask,
                             token_type_ids=token_type_ids).last_hidden_state
@@ -59,12 +53,20 @@ def encode(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any)
     else:
         out = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         states, pooled = out.last_hidden_state, out.pooler_output
-    return model.classifier(model.dropout(pooled)), states, pooled
+    return model.classifier(model.dropout(pooled)), states
 
 
-def with_features(model: Any) -> Any:
-    """A module whose one output is ``[logits | pooled sentence vector]`` (what the out-of-scope detector reads)."""
+def with_features(model: Any, layer: int) -> Any:
+    """A module whose one output is ``[logits | v]``, ``v`` the L2-normalized mean of encoder layer ``layer``'s hidden
+    states under the attention mask: the sentence vector the out-of-scope detector reads (:mod:`edge_runtime.oos`).
+
+    An early layer keeps more of what fine-tuning on the in-scope intents discards (bench/oos_compare.py).
+    """
     import torch
+
+    layers = model.config.num_hidden_layers
+    if not 0 < layer <= layers:
+        raise ValueError(f"the out-of-scope vector's layer must be 1..{layers}, got {layer}")
 
     class LogitsAndFeatures(torch.nn.Module):
         def __init__(self) -> None:
@@ -72,8 +74,17 @@ def with_features(model: Any) -> Any:
             self.model = model
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            logits, _, pooled = encode(self.model, input_ids, attention_mask, token_type_ids)
-            return torch.cat([logits, pooled], dim=1)
+            out = self.model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                  output_hidden_states=True)
+            mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            if getattr(self.model.config, "pooling", "cls") == "mean":
+                pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            else:
+                pooled = out.pooler_output
+            logits = self.model.classifier(self.model.dropout(pooled))
+            mean = (out.hidden_states[layer] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            vector = mean / mean.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            return torch.cat([logits, vector], dim=1)
 
     return LogitsAndFeatures().eval()
 

@@ -170,11 +170,14 @@ class CompileParams:
     exporter: str = _p("torchscript", "torch.onnx exporter: torchscript (tracing) or dynamo (torch.export)",
                        choices=("torchscript", "dynamo"))
     min_agreement: float = _p(0.99, "lowest accepted INT8/FP32 agreement on the validation texts", lo=0, hi=1)
-    out_of_scope: str = _p("mahalanobis", "the bundle's out-of-scope decision: mahalanobis (distance of the sentence "
+    out_of_scope: str = _p("mahalanobis", "the bundle's out-of-scope decision: mahalanobis (distance of a sentence "
                                           "vector to the nearest training class; the device answers unknown beyond "
                                           "the threshold) or none", choices=("mahalanobis", "none"))
     oos_flag_rate: float = _p(0.001, "the share of in-scope validation texts the out-of-scope threshold may flag "
                                      "(it is set on them alone)", lo=0, hi=0.5)
+    oos_layer: int = _p(3, "the encoder layer whose mean hidden state (L2-normalized) the detector reads; 3 of 6 was "
+                           "chosen on BANKING77 train texts against the SNIPS model (bench/oos_compare.py)", lo=1,
+                        hi=48)
     quantization: QuantizationParams = field(default_factory=QuantizationParams,
                                              metadata={"doc": "how the INT8 model is made"})
 

@@ -162,7 +162,7 @@ def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, t
                           max_length=params.train.max_length, calibration_texts=texts, check_texts=texts,
                           quantization=c.quantization, min_agreement=c.min_agreement, opset=c.opset,
                           exporter=c.exporter, work_dir=work_dir, target=c.target, oos_rows=oos_rows or None,
-                          oos_flag_rate=c.oos_flag_rate)
+                          oos_flag_rate=c.oos_flag_rate, oos_layer=c.oos_layer)
 
 
 def compile_step(model_dir: Path, processed: Path, out: Path, params: Params, *, version: str,

@@ -144,11 +144,11 @@ def test_the_bundle_carries_an_out_of_scope_detector_fitted_on_training_rows(cla
     rows = [(t, LABELS[i % len(LABELS)]) for i, t in enumerate(TEXTS * 4)]
     res = compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
                          calibration_texts=TEXTS, check_texts=TEXTS * 2, quantization=QuantizationConfig.arm64(),
-                         min_agreement=0.0, work_dir=tmp_path / "w", oos_rows=rows, oos_flag_rate=0.1)
+                         min_agreement=0.0, work_dir=tmp_path / "w", oos_rows=rows, oos_flag_rate=0.1, oos_layer=2)
     # Then the manifest names the detector's file (listed and hashed) and a threshold set on the validation texts
     bundle = Bundle.load(res.bundle_dir)
     entry = bundle.manifest.extra["out_of_scope"]
-    assert entry["method"] == "mahalanobis" and entry["file"] in bundle.manifest.files
+    assert entry["method"] == "mahalanobis" and entry["file"] in bundle.manifest.files and entry["layer"] == 2
     assert entry["train_texts"] == len(rows) and entry["val_texts"] == len(TEXTS) * 2
     assert entry["val_flag_rate"] <= 0.1 + 1e-9 and np.isfinite(entry["threshold"])
     # and the device reads logits and sentence vector from the one output; the decision changes only the intent
@@ -160,3 +160,10 @@ def test_the_bundle_carries_an_out_of_scope_detector_fitted_on_training_rows(cla
         flagged = [x.intent == "unknown" for x in a]
         assert sum(flagged) <= 1 + 0.1 * len(a) and not any(x.intent == "unknown" for x in b)
         assert on.probabilities(TEXTS).shape == (len(TEXTS), len(LABELS))
+
+
+def test_the_out_of_scope_layer_must_exist(classifier_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="layer must be 1..2, got 3"):
+        compile_bundle(classifier_checkpoint, tmp_path / "b", version="1", name="tiny", labels=LABELS, max_length=24,
+                       calibration_texts=TEXTS, check_texts=TEXTS, quantization=QuantizationConfig.arm64(),
+                       work_dir=tmp_path / "w", oos_rows=[(t, LABELS[0]) for t in TEXTS], oos_layer=3)

@@ -20,7 +20,8 @@ def _predict(args: argparse.Namespace) -> int:
     texts = args.texts or _stdin_texts()
     refused = 0
     with IntentClassifier.from_bundle(args.bundle, backend=args.backend, threads=args.threads,
-                                      threshold=args.threshold, top_k=args.top_k) as clf:
+                                      threshold=args.threshold, top_k=args.top_k,
+                                      out_of_scope=not args.no_out_of_scope) as clf:
         model = {"name": clf.name, "version": clf.version}
         chunk: list[str] = []
         for text in [*texts, None]:  # None: the end, flush the last chunk
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--threshold", type=float, default=None, help="below this confidence answer 'unknown'")
     p.add_argument("--top-k", type=int, default=3, help="labels listed in 'top'")
+    p.add_argument("--no-out-of-scope", action="store_true",
+                   help="answer the best label even where the bundle's out-of-scope detector says 'unknown'")
     p.add_argument("--max-text-chars", type=int, default=ServiceConfig.__dataclass_fields__["max_text_chars"].default,
                    help="longest text accepted, in characters (text_too_long above), as serve")
     p.add_argument("texts", nargs="*", help="texts to classify (none: one per line on stdin)")

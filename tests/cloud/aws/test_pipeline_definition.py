@@ -78,6 +78,20 @@ def test_parameters_take_their_defaults_from_params_json(sagemaker_definition):
     assert params["ModelPackageGroupName"]["DefaultValue"] == PARAMS.model_package_group
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["InputData"]["DefaultValue"] == f"s3://{BUCKET}/slm-intents/raw/"
+    # Neo does not compile this model family (docs/aws.md), so the default skips it; NeoCompile=true still tries
+    assert params["NeoCompile"] == {"Name": "NeoCompile", "Type": "String", "DefaultValue": "false"}
+
+
+@pytest.mark.parametrize("flags, neo", [([], False), (["--neo"], True), (["--no-neo"], False)])
+def test_neo_compile_default_is_off_unless_asked(flags, neo):
+    import argparse
+
+    from cloud.aws.cli import add_pipeline_commands
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["definition", "--region", REGION, "--role-arn", ROLE_ARN, "--bucket", BUCKET, *flags])
+    assert args.neo is neo
 
 
 def test_condition_gates_on_int8_macro_f1_and_the_int8_drop(sagemaker_definition):

@@ -261,3 +261,33 @@ def test_upsert_on_a_real_account():
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION
     result = upsert(PipelineConfig(region=region, role_arn=role, bucket=bucket, name="slm-intents-test"))
     assert result["pipeline_arn"].endswith(":pipeline/slm-intents-test")
+
+
+def test_status_wait_prints_each_state_change_until_the_execution_ends(aws_env):
+    import io
+
+    import boto3
+
+    from cloud.aws.cli import wait_for_execution
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    stubber = stub(sm)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/slm-intents/execution/abc"
+    polls = [("Executing", [("PrepareData", "Executing")]), ("Executing", [("PrepareData", "Executing")]),
+             ("Executing", [("PrepareData", "Succeeded"), ("Train", "Executing")]),
+             ("Succeeded", [("PrepareData", "Succeeded"), ("Train", "Succeeded")])]
+    for state, steps in polls:
+        stubber.add_response("describe_pipeline_execution", {"PipelineExecutionArn": arn,
+                                                             "PipelineExecutionStatus": state},
+                             {"PipelineExecutionArn": arn})
+        stubber.add_response("list_pipeline_execution_steps", {"PipelineExecutionSteps": [
+            {"StepName": n, "StepStatus": s} for n, s in steps]}, {"PipelineExecutionArn": arn, "SortOrder": "Ascending"})
+    out, slept = io.StringIO(), []
+    result = wait_for_execution("slm-intents", region=REGION, execution_arn=arn, client=sm, sleep=slept.append,
+                                poll_s=7, out=out)
+    stubber.assert_no_pending_responses()
+    lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    # one line per change, none for the poll that changed nothing; it stops at the final state
+    assert lines == ["(execution): Executing", "PrepareData: Executing", "PrepareData: Succeeded", "Train: Executing",
+                     "(execution): Succeeded", "Train: Succeeded"]
+    assert result["status"] == "Succeeded" and slept == [7, 7, 7]

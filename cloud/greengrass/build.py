@@ -20,7 +20,10 @@ placeholders: ``{COMPONENT_NAME}``, ``{COMPONENT_VERSION}``, ``{COMPONENT_AUTHOR
     <out>/artifacts/<component>/<version>/model.zip | app.zip
     <out>/build.json          components, versions, artifact URIs and sha256, registry version and approval
 
-``<out>`` defaults to ``<store>/slm-intents/greengrass/<N>/`` (:meth:`cloud.store.Store.greengrass`). Each
+``<out>`` defaults to ``<store>/slm-intents/greengrass/<N>/`` (:meth:`cloud.store.Store.greengrass`).
+Version N comes from the local store's SQLite registry, or (``registry="sagemaker"``, an ``s3://`` store) from
+the SageMaker Model Registry with its bundle zip downloaded from ``<store>/edge/<N>.zip``; then ``<out>`` is under
+the bucket's local mirror ``.store/s3/<bucket>/`` and the artifact URIs are the S3 keys ``publish`` uploads to. Each
 artifact gets ``Digest`` (base64 SHA-256, as Greengrass checks it) and ``Algorithm: SHA-256``; the hex sha256 is
 in ``build.json``. Every recipe is checked by :func:`cloud.greengrass.recipe.validate_recipe` before it is written.
 """

@@ -38,7 +38,11 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-image-uri", default=None, help="image recorded in the model package")
     p.add_argument("--processing-instance-type", default="ml.m5.xlarge")
     p.add_argument("--training-instance-type", default="ml.m5.2xlarge")
-    p.add_argument("--no-neo", action="store_true", help="default NeoCompile=false (ONNX Runtime INT8 only)")
+    neo = p.add_mutually_exclusive_group()
+    neo.add_argument("--neo", dest="neo", action="store_true", default=False,
+                     help="default NeoCompile=true: try SageMaker Neo (docs/aws.md: it does not compile this model)")
+    neo.add_argument("--no-neo", dest="neo", action="store_false",
+                     help="default NeoCompile=false, the default (ONNX Runtime INT8 only)")
 
 
 def add_pipeline_commands(sub: Any) -> None:
@@ -79,7 +83,7 @@ def _config(args: argparse.Namespace) -> Any:
                           params_path=Path(args.params) if args.params else None, image_uri=args.image_uri,
                           inference_image_uri=args.inference_image_uri,
                           processing_instance_type=args.processing_instance_type,
-                          training_instance_type=args.training_instance_type, neo=not args.no_neo)
+                          training_instance_type=args.training_instance_type, neo=args.neo)
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -127,15 +131,39 @@ def _parse_params(items: list[str]) -> dict[str, str]:
     return out
 
 
+def wait_for_execution(name: str, *, region: str | None, execution_arn: str | None, poll_s: float = 30.0,
+                       sleep: Callable[[float], None] | None = None, client: Any = None,
+                       out: Any = None) -> dict[str, Any]:
+    """Poll the execution until it ends, printing a line to ``out`` (stderr) whenever it or a step changes state."""
+    import time
+
+    from .pipeline import FINAL_STATES, status
+
+    out = out or sys.stderr
+    sleep = sleep or time.sleep
+    seen: dict[str, str] = {}
+    while True:
+        result = status(name, region=region, execution_arn=execution_arn, client=client)
+        execution_arn = result["execution_arn"]
+        now = {"(execution)": result["status"], **{s["name"]: s["status"] or "" for s in result["steps"]}}
+        for key, state in now.items():
+            if seen.get(key) != state:
+                print(f"[{time.strftime('%H:%M:%S')}] {key}: {state}", file=out, flush=True)
+        seen = now
+        if result["status"] in FINAL_STATES:
+            return result
+        sleep(poll_s)
+
+
 @_guard
 def _start(args: argparse.Namespace) -> int:
-    from .pipeline import start, status
+    from .pipeline import start
 
     arn = start(args.name, region=args.region, parameters=_parse_params(args.param), display_name=args.display_name)
     print(arn)
     if not args.wait:
         return 0
-    result = status(args.name, region=args.region, execution_arn=arn, wait=True)
+    result = wait_for_execution(args.name, region=args.region, execution_arn=arn)
     print(_table(result))
     return 0 if result["status"] == "Succeeded" else 1
 
@@ -144,7 +172,8 @@ def _start(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .pipeline import status
 
-    result = status(args.name, region=args.region, execution_arn=args.execution_arn, wait=args.wait)
+    result = (wait_for_execution(args.name, region=args.region, execution_arn=args.execution_arn) if args.wait else
+              status(args.name, region=args.region, execution_arn=args.execution_arn))
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 1 if result["status"] in ("Failed", "Stopped") else 0
 

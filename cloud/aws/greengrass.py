@@ -187,8 +187,12 @@ def _rewrite_artifacts(recipe: Mapping[str, Any], uploaded: Mapping[str, str], w
 # --------------------------------------------------------------------------------------------------- publish
 def publish(components: Sequence[Component], *, store: S3Store, greengrass: Any, skip_existing: bool = False,
             wait: bool = True, timeout_s: float = 300.0, poll_s: float = 5.0,
-            sleep: Callable[[float], None] = time.sleep) -> list[PublishedComponent]:
-    """Upload artifacts, create the component versions, wait until they are DEPLOYABLE."""
+            sleep: Callable[[float], None] = time.sleep,
+            progress: Callable[[str], None] | None = None) -> list[PublishedComponent]:
+    """Upload artifacts, create the component versions, wait until they are DEPLOYABLE.
+
+    ``progress`` gets one line per upload and per state the component reaches while it is waited for."""
+    say = progress or (lambda line: None)
     published = []
     for comp in components:
         where = str(comp.source or comp.name)
@@ -196,6 +200,7 @@ def publish(components: Sequence[Component], *, store: S3Store, greengrass: Any,
         uploaded = {}
         for file_name, path in comp.artifacts.items():
             uri = store.uri_of("greengrass", comp.name, comp.version, file_name)
+            say(f"uploading {path} -> {uri}")
             store.upload_file(path, uri)
             uploaded[file_name] = uri
         recipe = _rewrite_artifacts(comp.recipe, uploaded, where)
@@ -211,7 +216,8 @@ def publish(components: Sequence[Component], *, store: S3Store, greengrass: Any,
                                    "(or pass --skip-existing)") from None
                 raise
             arn = _component_arn(greengrass, comp.name, comp.version)
-        state = _wait_deployable(greengrass, arn, wait=wait, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep)
+        state = _wait_deployable(greengrass, arn, wait=wait, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep,
+                                 say=say)
         published.append(PublishedComponent(comp.name, comp.version, arn, state, tuple(uploaded.values())))
     return published
 
@@ -234,11 +240,15 @@ def _pages(fn: Callable[..., Any], key: str, **kwargs: Any) -> Any:
 
 
 def _wait_deployable(greengrass: Any, arn: str, *, wait: bool, timeout_s: float, poll_s: float,
-                     sleep: Callable[[float], None]) -> str:
+                     sleep: Callable[[float], None], say: Callable[[str], None] = lambda line: None) -> str:
     started = time.monotonic()
+    last = None
     while True:
         status = call(greengrass.describe_component, arn=arn).get("status", {})
         state = status.get("componentState", "")
+        if state != last:
+            say(f"{arn}: {state or 'no state yet'} ({time.monotonic() - started:.0f}s)")
+            last = state
         if state == "FAILED":
             errors = status.get("errors") or {}
             raise AwsError(f"{arn}: Greengrass refused the component: {status.get('message', '')} {errors}".strip())
@@ -406,6 +416,24 @@ def _config_merge(text: str) -> tuple[str, dict[str, Any]]:
     return name, value
 
 
+def _progress(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def _build_dir(version: int, given: str | None, target: S3Store) -> Path:
+    """Where ``cloud.greengrass build`` put version N: under a local store, or the local mirror of an S3 store."""
+    from ..store import DEFAULT_STORE, Store
+
+    def mirror(remote: S3Store) -> Path:
+        return Store(Path(DEFAULT_STORE) / "s3" / remote.bucket / remote.prefix).greengrass(str(version))
+
+    if given is None:
+        own = mirror(target)
+        return own if own.is_dir() else Store(Path(DEFAULT_STORE)).greengrass(str(version))
+    store = Store.at(given)
+    return store.greengrass(str(version)) if isinstance(store, Store) else mirror(store)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..store import DEFAULT_STORE
 
@@ -417,7 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--version", type=int, help="registry version: the build in <store>/slm-intents/greengrass/N")
     where.add_argument("--build-dir", type=Path, help="a build folder (recipes/ and artifacts/)")
-    p.add_argument("--store", default=DEFAULT_STORE, help="local store holding the build (with --version)")
+    p.add_argument("--store", default=None,
+                   help="with --version: the store the build was made from - a local store (default "
+                        f"{DEFAULT_STORE}), or s3://BUCKET[/PREFIX] for a build from the SageMaker registry "
+                        "(its local mirror .store/s3/BUCKET/PREFIX; the default when that build exists for --bucket)")
     p.add_argument("--bucket", required=True, help="S3 bucket for the artifacts")
     p.add_argument("--store-prefix", default="", help="key prefix in the bucket")
     p.add_argument("--region", default=None, help="AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION)")
@@ -444,17 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = make_session(args.region)
         greengrass = make_client("greengrassv2", region=args.region, session=session)
         if args.command == "publish":
-            if args.build_dir is None:
-                from ..store import Store
-
-                local = Store.at(args.store)
-                if not hasattr(local, "greengrass"):
-                    raise AwsError("--version reads a local store's build; pass --build-dir for other folders")
-                args.build_dir = local.greengrass(str(args.version))
             store = S3Store(bucket=args.bucket, prefix=args.store_prefix.strip("/"),
                             client=make_client("s3", region=args.region, session=session))
+            if args.build_dir is None:
+                args.build_dir = _build_dir(args.version, args.store, store)
             result: Any = [c.to_dict() for c in publish(find_components(args.build_dir), store=store,
-                                                         greengrass=greengrass, skip_existing=args.skip_existing)]
+                                                         greengrass=greengrass, skip_existing=args.skip_existing,
+                                                         progress=_progress)]
         else:
             result = deploy(dict(args.component), stage=args.stage, greengrass=greengrass,
                             iot=make_client("iot", region=args.region, session=session),

@@ -20,7 +20,10 @@ placeholders: ``{COMPONENT_NAME}``, ``{COMPONENT_VERSION}``, ``{COMPONENT_AUTHOR
     <out>/artifacts/<component>/<version>/model.zip | app.zip
     <out>/build.json          components, versions, artifact URIs and sha256, registry version and approval
 
-``<out>`` defaults to ``<store>/slm-intents/greengrass/<N>/`` (:meth:`cloud.store.Store.greengrass`). Each
+``<out>`` defaults to ``<store>/slm-intents/greengrass/<N>/`` (:meth:`cloud.store.Store.greengrass`).
+Version N comes from the local store's SQLite registry, or (``registry="sagemaker"``, an ``s3://`` store) from
+the SageMaker Model Registry with its bundle zip downloaded from ``<store>/edge/<N>.zip``; then ``<out>`` is under
+the bucket's local mirror ``.store/s3/<bucket>/`` and the artifact URIs are the S3 keys ``publish`` uploads to. Each
 artifact gets ``Digest`` (base64 SHA-256, as Greengrass checks it) and ``Algorithm: SHA-256``; the hex sha256 is
 in ``build.json``. Every recipe is checked by :func:`cloud.greengrass.recipe.validate_recipe` before it is written.
 """
@@ -181,34 +184,107 @@ def _write_recipe(out: Path, recipe: Mapping[str, Any]) -> Path:
     return path
 
 
-def build_components(version: int, *, store: str | Path | None = None, group: str | None = None,
-                     out: str | Path | None = None, bucket: str = "BUCKET_NAME", app_version: str | None = None,
+def _s3_sources(package: Any, store: Any, tmp: Path) -> tuple[Path, Path | None]:
+    """Download the bundle zip of a SageMaker-registered version (and its bundle's ``manifest.json`` /
+    ``manifest.sig``, for a signature added after zipping) into ``tmp``; returns ``(zip, bundle_dir)``.
+
+    The artifacts must be where the pipeline's ``CompileEdge`` step writes them: ``<store>/edge/<N>.zip`` and
+    ``<store>/edge/<N>/`` of the store's bucket (``cloud.aws.steps._compile_edge``).
+    """
+    from edge_runtime.bundle import MANIFEST_NAME
+    from edge_runtime.signing import SIGNATURE_NAME
+
+    from ..aws.errors import AwsError
+
+    expected = {"bundle_zip": f"{store.edge(str(package.version))}.zip", "bundle": store.edge(str(package.version))}
+    for key, uri in expected.items():
+        given = str(package.artifacts.get(key, "")).rstrip("/")
+        if not given:
+            raise ComponentBuildError(f"{package.ref} has no {key!r} artifact (did its CompileEdge step run?)")
+        if given != uri:
+            raise ComponentBuildError(f"{package.ref}: artifact {key} is {given}, not {uri} of the store "
+                                      f"{store.root} (pass the store the pipeline wrote to)")
+    try:
+        bundle_zip = store.download_file(expected["bundle_zip"], tmp / f"{package.version}.zip")
+        bundle_dir = tmp / "bundle"
+        for name in (MANIFEST_NAME, SIGNATURE_NAME):
+            uri = f"{expected['bundle']}/{name}"
+            if store.exists(uri):
+                store.download_file(uri, bundle_dir / name)
+    except AwsError as exc:
+        raise ComponentBuildError(f"cannot read the bundle of {package.ref} from {store.root}: {exc}") from None
+    return bundle_zip, (bundle_dir if (bundle_dir / MANIFEST_NAME).is_file() else None)
+
+
+def build_components(version: int, *, store: str | Path | Any | None = None, group: str | None = None,
+                     out: str | Path | None = None, bucket: str | None = None, app_version: str | None = None,
                      wheel: str | Path | None = None, require_approved: bool = False,
-                     projects_dir: str | Path = PROJECTS_DIR, sign_key: Any = None) -> BuildResult:
+                     projects_dir: str | Path = PROJECTS_DIR, sign_key: Any = None, registry: str = "local",
+                     region: str | None = None, sagemaker_client: Any = None) -> BuildResult:
     """Build both components from registry version ``version`` (see the module docstring).
 
-    ``sign_key``: an Ed25519 private key (or its PEM file) to sign the bundle with (``manifest.sig`` in
-    ``model.zip``); devices configured with its public key (``BundlePublicKey``) refuse anything else.
+    ``registry="local"`` (the default): ``store`` is a local store, its SQLite registry holds the version and
+    its ``file://`` bundle zip. ``registry="sagemaker"``: the version is a SageMaker Model Registry version
+    (``sagemaker_client`` or one for ``region``), ``store`` the S3 store the pipeline wrote (``s3://bucket[/prefix]``
+    or an :class:`~cloud.aws.s3store.S3Store`); the bundle zip comes from ``<store>/edge/<N>.zip``, ``out``
+    defaults to the local mirror ``.store/s3/<bucket>/<prefix>/slm-intents/greengrass/<N>/`` and the recipes'
+    artifact URIs are where ``cloud.aws.greengrass publish`` uploads them
+    (``<store>/greengrass/<component>/<version>/<file>``).
+
+    ``require_approved``: refuse a version that is not ``Approved`` (without it, any status builds, and the CLI
+    prints a note). ``sign_key``: an Ed25519 private key (or its PEM file) to sign the bundle with
+    (``manifest.sig`` in ``model.zip``); devices configured with its public key (``BundlePublicKey``) refuse
+    anything else.
     """
     from edge_runtime import __version__ as runtime_version
     from edge_runtime.bundle import FORMAT_VERSION
 
     from ..params import load_params
-    from ..registry import open_registry
-    from ..store import Store
+    from ..store import DEFAULT_STORE, Store
 
     group = group or load_params().model_package_group
-    local = Store.at(store)
-    if not isinstance(local, Store):
-        raise ComponentBuildError("building components needs a local store (the local registry is a file in it)")
-    with open_registry("local", store=local, create=False) as registry:
-        package = registry.get(group, int(version))
+    if registry not in ("local", "sagemaker"):
+        raise ComponentBuildError(f"unknown registry {registry!r}; expected local or sagemaker")
+    source = store if store is not None and not isinstance(store, (str, Path)) else Store.at(store)
+    s3 = not isinstance(source, Store)
+    if s3 and region and source.client is None and source.region is None:
+        from dataclasses import replace
+
+        source = replace(source, region=region)
+    if s3 != (registry == "sagemaker"):
+        raise ComponentBuildError("the local registry needs a local store; a SageMaker-registered version needs "
+                                  "the S3 store its pipeline wrote (--store s3://BUCKET)")
+    from ..registry import open_registry
+
+    opened = (open_registry("sagemaker", region=region, client=sagemaker_client) if s3 else
+              open_registry("local", store=source, create=False))
+    with opened as reg:
+        package = reg.get(group, int(version))
     if require_approved and package.approval_status.value != "Approved":
         raise ComponentBuildError(f"{package.ref} is {package.approval_status.value}, not Approved")
-    if "bundle_zip" not in package.artifacts:
-        raise ComponentBuildError(f"{package.ref} has no 'bundle_zip' artifact (was it packaged?)")
-    bundle_zip = _path_from_uri(package.artifacts["bundle_zip"])
-    bundle_dir = _path_from_uri(package.artifacts["bundle"]) if "bundle" in package.artifacts else None
+    scratch = tempfile.TemporaryDirectory(prefix="gg-source-")
+    try:
+        if s3:
+            bundle_zip, bundle_dir = _s3_sources(package, source, Path(scratch.name))
+            local = Store(Path(DEFAULT_STORE) / "s3" / source.bucket / source.prefix)
+        else:
+            if "bundle_zip" not in package.artifacts:
+                raise ComponentBuildError(f"{package.ref} has no 'bundle_zip' artifact (was it packaged?)")
+            bundle_zip = _path_from_uri(package.artifacts["bundle_zip"])
+            bundle_dir = _path_from_uri(package.artifacts["bundle"]) if "bundle" in package.artifacts else None
+            local = source
+        return _build(package, bundle_zip, bundle_dir, out=Path(out) if out is not None else
+                      local.greengrass(str(version)), s3_store=source if s3 else None,
+                      bucket=bucket or "BUCKET_NAME", app_version=app_version or runtime_version, wheel=wheel,
+                      projects_dir=projects_dir, sign_key=sign_key, model_version=f"{FORMAT_VERSION}.0.{int(version)}")
+    finally:
+        scratch.cleanup()
+
+
+def _build(package: Any, bundle_zip: Path, bundle_dir: Path | None, *, out: Path, s3_store: Any, bucket: str,
+           app_version: str, wheel: str | Path | None, projects_dir: str | Path, sign_key: Any,
+           model_version: str) -> BuildResult:
+    version = package.version
 
     model_project = load_project(Path(projects_dir) / "model")
     app_project = load_project(Path(projects_dir) / "app")
@@ -221,13 +297,11 @@ def build_components(version: int, *, store: str | Path | None = None, group: st
         raise ComponentBuildError(f"{app_project.name} does not depend on {model_project.name}")
 
     key = _signing_key(sign_key)  # before anything is removed: a bad key loses no earlier build
-    out_dir = Path(out) if out is not None else local.greengrass(str(version))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    model_version = f"{FORMAT_VERSION}.0.{int(version)}"
-    app_version = app_version or runtime_version
     if not is_version(app_version):
         raise ComponentBuildError(f"app version {app_version!r} is not a semantic version")
+    out_dir = out
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
 
     # model component: the registry's zip (signed here when a key is given)
     model_zip = out_dir / "artifacts" / model_project.name / model_version / model_project.zip_name
@@ -235,8 +309,11 @@ def build_components(version: int, *, store: str | Path | None = None, group: st
     result = BuildResult(out_dir, {"group": package.group, "version": package.version,
                                    "approval_status": package.approval_status.value, "stage": package.stage.value,
                                    "bundle": bundle_info})
-    model_recipe = render_recipe(model_project, version=model_version, artifacts={model_zip.name: model_zip},
-                                 bucket=bucket)
+    if s3_store is not None:
+        result.registry["source"] = {"backend": "sagemaker", "bundle_zip": package.artifacts["bundle_zip"],
+                                     "bundle_zip_sha256": digest_b64(bundle_zip)[1]}
+    model_recipe = _at_store(render_recipe(model_project, version=model_version,
+                                           artifacts={model_zip.name: model_zip}, bucket=bucket), s3_store)
     # Traceability in the Greengrass console: which registry version and which bytes this component carries.
     model_recipe["ComponentDescription"] = (f"{model_recipe.get('ComponentDescription', '')} Registry {package.ref}; "
                                             f"{model_zip.name} sha256 {digest_b64(model_zip)[1]}.").strip()
@@ -252,12 +329,22 @@ def build_components(version: int, *, store: str | Path | None = None, group: st
         app_dir = out_dir / "artifacts" / app_project.name / app_version
         app_zip = _write_zip(app_dir / app_project.zip_name, files)
     result.components.append(_record("app", app_project, app_version,
-                                     _write_recipe(out_dir, render_recipe(app_project, version=app_version,
-                                                                          artifacts={app_zip.name: app_zip},
-                                                                          bucket=bucket)), [app_zip],
+                                     _write_recipe(out_dir, _at_store(render_recipe(
+                                         app_project, version=app_version, artifacts={app_zip.name: app_zip},
+                                         bucket=bucket), s3_store)), [app_zip],
                                      wheel=wheel_path.name, depends_on={model_project.name: dependency}))
     (out_dir / "build.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _at_store(recipe: dict[str, Any], s3_store: Any) -> dict[str, Any]:
+    """Point the artifact URIs at ``<store>/greengrass/<component>/<version>/<file>``, where ``publish`` puts them."""
+    if s3_store is not None:
+        for manifest in recipe.get("Manifests", []):
+            for artifact in manifest.get("Artifacts", []):
+                artifact["Uri"] = s3_store.uri_of("greengrass", recipe["ComponentName"], recipe["ComponentVersion"],
+                                                  artifact["Uri"].rsplit("/", 1)[-1])
+    return recipe
 
 
 def _record(role: str, project: GreengrassProject, version: str, recipe_path: Path, artifacts: Sequence[Path],

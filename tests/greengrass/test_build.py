@@ -153,3 +153,16 @@ def test_an_unusable_signing_key_is_refused_before_an_earlier_build_is_removed(r
     with pytest.raises(ComponentBuildError, match="cannot sign the bundle"):
         build_components(version, store=store, out=out, wheel=wheel, sign_key=tmp_path / "bad.key")
     assert (out / "build.json").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--registry", "sagemaker"], "pass --store s3://BUCKET"),
+    (["--registry", "sagemaker", "--store", ".store"], "pass --store s3://BUCKET"),
+    (["--registry", "sagemaker", "--store", "s3://b", "--bucket", "other"], "--bucket is for the local registry"),
+])
+def test_the_sagemaker_build_wants_the_pipelines_bucket(argv, message, capsys):
+    from cloud.greengrass.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--version", "1", *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -78,6 +78,20 @@ def test_parameters_take_their_defaults_from_params_json(sagemaker_definition):
     assert params["ModelPackageGroupName"]["DefaultValue"] == PARAMS.model_package_group
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["InputData"]["DefaultValue"] == f"s3://{BUCKET}/slm-intents/raw/"
+    # Neo does not compile this model family (docs/aws.md), so the default skips it; NeoCompile=true still tries
+    assert params["NeoCompile"] == {"Name": "NeoCompile", "Type": "String", "DefaultValue": "false"}
+
+
+@pytest.mark.parametrize("flags, neo", [([], False), (["--neo"], True), (["--no-neo"], False)])
+def test_neo_compile_default_is_off_unless_asked(flags, neo):
+    import argparse
+
+    from cloud.aws.cli import add_pipeline_commands
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["definition", "--region", REGION, "--role-arn", ROLE_ARN, "--bucket", BUCKET, *flags])
+    assert args.neo is neo
 
 
 def test_condition_gates_on_int8_macro_f1_and_the_int8_drop(sagemaker_definition):
@@ -247,3 +261,33 @@ def test_upsert_on_a_real_account():
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION
     result = upsert(PipelineConfig(region=region, role_arn=role, bucket=bucket, name="slm-intents-test"))
     assert result["pipeline_arn"].endswith(":pipeline/slm-intents-test")
+
+
+def test_status_wait_prints_each_state_change_until_the_execution_ends(aws_env):
+    import io
+
+    import boto3
+
+    from cloud.aws.cli import wait_for_execution
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    stubber = stub(sm)
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:pipeline/slm-intents/execution/abc"
+    polls = [("Executing", [("PrepareData", "Executing")]), ("Executing", [("PrepareData", "Executing")]),
+             ("Executing", [("PrepareData", "Succeeded"), ("Train", "Executing")]),
+             ("Succeeded", [("PrepareData", "Succeeded"), ("Train", "Succeeded")])]
+    for state, steps in polls:
+        stubber.add_response("describe_pipeline_execution", {"PipelineExecutionArn": arn,
+                                                             "PipelineExecutionStatus": state},
+                             {"PipelineExecutionArn": arn})
+        stubber.add_response("list_pipeline_execution_steps", {"PipelineExecutionSteps": [
+            {"StepName": n, "StepStatus": s} for n, s in steps]}, {"PipelineExecutionArn": arn, "SortOrder": "Ascending"})
+    out, slept = io.StringIO(), []
+    result = wait_for_execution("slm-intents", region=REGION, execution_arn=arn, client=sm, sleep=slept.append,
+                                poll_s=7, out=out)
+    stubber.assert_no_pending_responses()
+    lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    # one line per change, none for the poll that changed nothing; it stops at the final state
+    assert lines == ["(execution): Executing", "PrepareData: Executing", "PrepareData: Succeeded", "Train: Executing",
+                     "(execution): Succeeded", "Train: Succeeded"]
+    assert result["status"] == "Succeeded" and slept == [7, 7, 7]

@@ -124,10 +124,12 @@ def _wait(sm: Any, name: str, *, want: str, out: TextIO, poll_s: float, timeout_
 
 def deploy(group: str, version: int, *, role_arn: str, serving: Serving = Serving(), name: str | None = None,
            allow_unapproved: bool = False, client: Any = None, region: str | None = None, wait: bool = True,
-           out: TextIO = sys.stderr, poll_s: float = 15.0, timeout_s: float = 1800.0,
+           out: TextIO | None = None, poll_s: float = 15.0, timeout_s: float = 1800.0,
            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """Create the model, endpoint configuration and endpoint of ``group``/``version``; returns :func:`status`."""
     from .aws.clients import make_client
+
+    out = out or sys.stderr  # looked up per call: a default bound at import would outlive a redirected stderr
 
     sm = client or make_client("sagemaker", region=region)
     desc = _package(sm, group, version)
@@ -186,11 +188,13 @@ def status(name: str, *, client: Any = None, region: str | None = None) -> dict[
             "created": _iso(desc.get("CreationTime")), "updated": _iso(desc.get("LastModifiedTime"))}
 
 
-def delete(name: str, *, client: Any = None, region: str | None = None, wait: bool = True, out: TextIO = sys.stderr,
+def delete(name: str, *, client: Any = None, region: str | None = None, wait: bool = True, out: TextIO | None = None,
            poll_s: float = 10.0, timeout_s: float = 900.0, sleep: Callable[[float], None] = time.sleep,
            clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """Delete the endpoint, then its configuration and the models in it; what is already gone is skipped."""
     from .aws.clients import make_client
+
+    out = out or sys.stderr
 
     sm = client or make_client("sagemaker", region=region)
     removed: dict[str, Any] = {"endpoint": None, "config": None, "models": []}

@@ -72,9 +72,12 @@ class OutOfScope:
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row to the nearest class mean."""
-        z = np.asarray(features, dtype=np.float32) @ self.projection
+        # einsum, not @: matmul hands these small products to BLAS threads, which woke beside ONNX Runtime's on two
+        # cores and made a 32-text batch 70% slower; einsum's own loop costs 1 ms there (docs/results.md).
+        z = np.einsum("nd,de->ne", np.asarray(features, dtype=np.float32), self.projection)
         # |z - m|^2 = |z|^2 - 2 z.m + |m|^2, for every class at once
-        d = (z * z).sum(1, keepdims=True) - 2.0 * (z @ self.means.T) + (self.means * self.means).sum(1)[None, :]
+        d = ((z * z).sum(1, keepdims=True) - 2.0 * np.einsum("nd,kd->nk", z, self.means)
+             + (self.means * self.means).sum(1)[None, :])
         return np.maximum(d.min(1), 0.0)
 
     def flags(self, features: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import CloudError, ParamsError
 
@@ -398,6 +398,12 @@ def init_params(data: str | os.PathLike[str], *, text_column: str = "text", labe
     rare = sorted(lab for lab in labels if counts[lab].get("train", counts[lab].get("all", 0)) < 10)
     if rare:
         notes.append(f"fewer than 10 training rows: {', '.join(rare)}")
+    train = base.train
+    max_length = _covering_length([t for t, _ in train_rows], train.base_model, train.max_length)
+    if max_length != train.max_length:
+        train = dataclasses.replace(train, max_length=max_length)
+        notes.append(f"train.max_length {max_length}: 99% of the training texts fit in it (the base "
+                     f"{base.train.max_length} would cut {_share_over(train_rows, base.train)})")
     gate = base.gate
     if len(labels) > 10:
         # 0.97 suits 7 balanced SNIPS intents; tens of intents (BANKING77: 77) score lower even for large models
@@ -409,9 +415,40 @@ def init_params(data: str | os.PathLike[str], *, text_column: str = "text", labe
         base, labels=labels, model_name=f"{slug}-intents", model_package_group=f"{base.project}-{slug}",
         data=dataclasses.replace(base.data, text_column=text_column, label_column=label_column,
                                  unseen_labels="score" if unseen else base.data.unseen_labels),
-        gate=gate)
+        train=train, gate=gate)
     return params, {"source": source, "rows": {s: len(r) for s, r in splits.items()}, "counts": counts,
                     "notes": notes}
+
+
+def _token_lengths(texts: Sequence[str], base_model: str) -> list[int]:
+    from tokenizers import Tokenizer
+
+    from .train import TOKENIZER_FILE, resolve_base_model
+
+    tok = Tokenizer.from_file(str(resolve_base_model(base_model) / TOKENIZER_FILE))
+    tok.no_truncation()
+    tok.no_padding()
+    return [len(e.ids) for e in tok.encode_batch(list(texts))]
+
+
+def _covering_length(texts: Sequence[str], base_model: str, floor: int, cap: int = 128) -> int:
+    """The smallest multiple of 8 that holds 99% of ``texts`` in word pieces, between ``floor`` and ``cap``.
+
+    Only the longest texts pay for a larger value: batches and device inputs are padded to their longest text.
+    """
+    import math
+
+    lengths = sorted(_token_lengths(texts, base_model))
+    if not lengths:
+        return floor
+    p99 = lengths[min(len(lengths) - 1, math.ceil(0.99 * len(lengths)) - 1)]
+    return max(floor, min(cap, 8 * math.ceil(p99 / 8)))
+
+
+def _share_over(rows: Sequence[tuple[str, str]], train: TrainParams) -> str:
+    lengths = _token_lengths([t for t, _ in rows], train.base_model)
+    over = sum(n > train.max_length for n in lengths)
+    return f"{over} of {len(lengths)} ({over / max(len(lengths), 1):.1%})"
 
 
 def main(argv: Any = None) -> int:

@@ -374,7 +374,9 @@ def compile_bundle(
                            f"below the required {min_agreement:.2%}")
 
     files = {MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path}
-    extra: dict[str, Any] = {}
+    from .modeling import architecture
+
+    extra: dict[str, Any] = {"architecture": architecture(model.config)}
     if oos_rows:
         t = time.perf_counter()
         from .oos import FILE, fit_detector, save_detector

@@ -25,8 +25,12 @@ __all__ = ["evaluate", "check_gate", "main"]
 
 def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, str]], labels: Sequence[str],
              out_dir: Path, *, val_texts: Sequence[str] = (), bootstrap_samples: int = 1000, seed: int = 0,
-             max_length: int = 40, threads: int | None = None, unseen: str = "stop") -> dict[str, Any]:
+             max_length: int = 40, threads: int | None = None, unseen: str = "stop",
+             teacher_dir: Path | None = None) -> dict[str, Any]:
     """Score both models, write the evaluation artefacts, return the metrics dict (also ``metrics.json``).
+
+    ``teacher_dir``: the model a distilled ``model_dir`` learned from; scored too (``teacher_fp32``, and
+    ``teacher_agreement`` with the INT8 bundle).
 
     ``unseen``: ``score`` keeps test rows whose label is not in ``labels`` and counts them as errors (each such
     label is a class of its own that is never predicted, as published benchmarks score them); ``stop`` refuses.
@@ -48,8 +52,9 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
     texts = [t for t, _ in test_rows]
     y_true = np.array([label_index[y] for _, y in test_rows])
 
-    model = load_classifier(model_dir)
-    fp32_pred = predict_logits(model, tokenize(texts, Path(model_dir) / "tokenizer.json", max_length)).argmax(1)
+    ids = tokenize(texts, Path(model_dir) / "tokenizer.json", max_length)
+    fp32_pred = predict_logits(load_classifier(model_dir), ids).argmax(1)
+    teacher_pred = predict_logits(load_classifier(teacher_dir), ids).argmax(1) if teacher_dir else None
     with IntentClassifier.from_bundle(bundle_dir, backend="onnxruntime", threads=threads) as clf:
         int8_preds = clf.predict_batch(texts)
         int8_pred = np.array([label_index[p.top[0][0]] for p in int8_preds])
@@ -67,6 +72,9 @@ def evaluate(model_dir: Path, bundle_dir: Path, test_rows: Sequence[tuple[str, s
         "fp32": classification_metrics(y_true, fp32_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
         "int8": classification_metrics(y_true, int8_pred, labels, bootstrap_samples=bootstrap_samples, seed=seed),
         "agreement": float((fp32_pred == int8_pred).mean()),
+        **({"teacher_fp32": classification_metrics(y_true, teacher_pred, labels, bootstrap_samples=bootstrap_samples,
+                                                   seed=seed),
+            "teacher_agreement": float((teacher_pred == int8_pred).mean())} if teacher_pred is not None else {}),
         "batch_consistency": {"identical": batch_consistent, "total": len(texts),
                               "rate": batch_consistent / max(len(texts), 1)},
         # The gate and the accuracy targets read "int8" (the model's best label); this is what the device answers
@@ -129,6 +137,8 @@ def render_report(metrics: Mapping[str, Any]) -> str:
         "# Evaluation report", "",
         f"Test set: {metrics['test_rows']} utterances. Intervals are bootstrap 95%.", "",
         "| model | accuracy | macro-F1 |", "|---|---|---|",
+        *([f"| teacher FP32 (the model the student learned from) | {ci(metrics['teacher_fp32'], 'accuracy')} | "
+           f"{ci(metrics['teacher_fp32'], 'macro_f1')} |"] if "teacher_fp32" in metrics else []),
         f"| FP32 (PyTorch checkpoint) | {ci(fp, 'accuracy')} | {ci(fp, 'macro_f1')} |",
         f"| INT8 bundle (edge_runtime, device path) | {ci(q, 'accuracy')} | {ci(q, 'macro_f1')} |", "",
         f"INT8 agrees with FP32 on {metrics['agreement']:.2%} of the test set. Batched and one-by-one INT8 "

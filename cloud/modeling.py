@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["POOLINGS", "build_classifier", "load_classifier", "logits_and_states", "with_features"]
+__all__ = ["POOLINGS", "architecture", "build_classifier", "build_student", "load_classifier", "logits_and_states",
+           "student_layers", "with_features"]
 
 POOLINGS = ("cls", "mean")
 
@@ -40,20 +41,23 @@ def _mean_pool_class() -> type:
     return BertMeanPoolForSequenceClassification
 
 
-def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> tuple[Any, Any]:
+def logits_and_states(model: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any,
+                      *, hidden: bool = False) -> tuple[Any, ...]:
     """The intent logits and the encoder's token states of either head kind, from one encoder pass.
 
     ``logits`` equals ``model(...).logits``; the token states feed the auxiliary slot head during training.
+    ``hidden``: a third item, every layer's hidden states (embeddings first), for distillation.
     """
+    out = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                     output_hidden_states=hidden)
+    states = out.last_hidden_state
     if getattr(model.config, "pooling", "cls") == "mean":
-        states = model.bert(input_ids=input_ids, attention_mask=attention_mask,
-                            token_type_ids=token_type_ids).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     else:
-        out = model.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        states, pooled = out.last_hidden_state, out.pooler_output
-    return model.classifier(model.dropout(pooled)), states
+        pooled = out.pooler_output
+    logits = model.classifier(model.dropout(pooled))
+    return (logits, states, out.hidden_states) if hidden else (logits, states)
 
 
 def with_features(model: Any, layer: int) -> Any:
@@ -115,3 +119,51 @@ def load_classifier(model_dir: Path, *, eager: bool = False) -> Any:
     config = json.loads((Path(model_dir) / "config.json").read_text())
     cls = _mean_pool_class() if config.get("pooling") == "mean" else AutoModelForSequenceClassification
     return cls.from_pretrained(model_dir, local_files_only=True, **kwargs).eval()
+
+
+def student_layers(rule: str, layers: int, teacher_layers: int) -> list[int]:
+    """The 1-based teacher layers a ``layers``-deep student starts from (``distill.teacher_layers``).
+
+    >>> student_layers("spread", 2, 6), student_layers("bottom", 2, 6), student_layers("1,6", 2, 6)
+    ([3, 6], [1, 2], [1, 6])
+    """
+    if not 0 < layers <= teacher_layers:
+        raise ValueError(f"a student of {layers} layers from a teacher of {teacher_layers}: 1..{teacher_layers}")
+    if rule == "spread":
+        return [round((i + 1) * teacher_layers / layers) for i in range(layers)]
+    if rule == "bottom":
+        return list(range(1, layers + 1))
+    try:
+        chosen = [int(x) for x in rule.split(",")]
+    except ValueError:
+        raise ValueError(f"teacher layers {rule!r}: spread, bottom or comma-separated numbers") from None
+    if len(chosen) != layers or not all(0 < x <= teacher_layers for x in chosen):
+        raise ValueError(f"teacher layers {rule!r}: {layers} numbers in 1..{teacher_layers} needed")
+    return chosen
+
+
+def build_student(teacher: Any, layers: Sequence[int]) -> Any:
+    """A copy of ``teacher`` (a classifier of either head kind) keeping only the 1-based encoder ``layers``.
+
+    Embeddings, pooler and head are the teacher's; the student's config records where its layers came from
+    (``distilled_from_layers``) and its own depth.
+    """
+    import copy
+
+    import torch
+
+    student = copy.deepcopy(teacher)
+    student.bert.encoder.layer = torch.nn.ModuleList(copy.deepcopy(teacher.bert.encoder.layer[i - 1]) for i in layers)
+    student.config.num_hidden_layers = len(layers)
+    student.config.distilled_from_layers = list(layers)
+    return student
+
+
+def architecture(config: Any) -> dict[str, Any]:
+    """What the bundle manifest records of a model (``architecture``): depth, width, heads, where it came from."""
+    out = {"layers": int(config.num_hidden_layers), "hidden_size": int(config.hidden_size),
+           "attention_heads": int(config.num_attention_heads), "intermediate_size": int(config.intermediate_size),
+           "pooling": getattr(config, "pooling", "cls")}
+    if getattr(config, "distilled_from_layers", None):
+        out["distilled_from_layers"] = list(config.distilled_from_layers)
+    return out

@@ -31,6 +31,7 @@ __all__ = [
     "CompileParams",
     "DEFAULT_PARAMS_PATH",
     "DataParams",
+    "DistillParams",
     "EvaluateParams",
     "GateParams",
     "Params",
@@ -105,6 +106,29 @@ class TrainParams:
     ema_decay: float = _p(0.0, "exponential moving average of the weights, evaluated and saved instead of the raw "
                                "ones (0: off; e.g. 0.999)", lo=0, hi=0.99999)
     max_steps: int | None = _p(None, "stop after this many optimizer steps (null: run every epoch)", lo=1)
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """The ``distill`` section: the shallower student that ships, taught by the fine-tuned model (the teacher).
+
+    The student has the teacher's width, vocabulary and head; its layers start as copies of ``teacher_layers``. It
+    learns from the teacher's logits (softened by ``temperature``, weight ``kd_weight``) and the labels (weight
+    ``1 - kd_weight``), optionally from the teacher's hidden states (``hidden_weight``); the other hyper-parameters
+    (batch, warm-up, weight decay, EMA, schedule floor, slot loss, epoch choice) are the ``train`` section's.
+    """
+
+    layers: int = _p(2, "the student's encoder layers (0: no student, the teacher ships)", lo=0, hi=48)
+    teacher_layers: str = _p("spread", "which teacher layers the student's start from: spread (evenly up to the "
+                                       "top: 2 of 6 -> 3,6), bottom (1..n), or 1-based numbers, e.g. \"1,6\"")
+    temperature: float = _p(2.0, "softmax temperature of the teacher's and student's logits in the distillation "
+                                 "loss", lo=0.1, hi=100)
+    kd_weight: float = _p(0.7, "weight of the distillation loss (T^2 KL(teacher || student)); the label loss "
+                               "weighs 1 - kd_weight", lo=0, hi=1)
+    hidden_weight: float = _p(0.0, "weight of the hidden-state loss (MSE of each student layer to the teacher layer "
+                                   "it started from; 0: off)", lo=0)
+    epochs: int = _p(4, "least epochs of the student (train.min_steps raises it like the teacher's)", lo=1, hi=1000)
+    learning_rate: float = _p(0.0001, "the student's peak AdamW learning rate", lo=0, hi=1)
 
 
 @dataclass(frozen=True)
@@ -192,6 +216,7 @@ class Params:
     project: str = _p("slm-intents", "the store's top-level prefix and the AWS resources' name")
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
+    distill: DistillParams = field(default_factory=DistillParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
     compile: CompileParams = field(default_factory=CompileParams)

@@ -5,7 +5,8 @@
 
 Steps (each also runs alone as ``python -m cloud.<module>``, reading and writing paths like a SageMaker job):
 
-    prepare -> validate (Great Expectations) -> train -> compile (ONNX, static INT8, candidate bundle)
+    prepare -> validate (Great Expectations) -> train (the teacher) -> distill (the student that ships; skipped
+      with distill.layers 0) -> compile (ONNX, static INT8, candidate bundle)
       -> evaluate (FP32 + INT8 through edge_runtime) -> gate (F1) -> register (Staging)
       -> package (edge/<version>/ bundle + zip, linux_arm64)
 
@@ -39,7 +40,7 @@ __all__ = ["LocalPipeline", "StepRecord", "main"]
 log = logging.getLogger(__name__)
 _CLOUD = Path(__file__).resolve().parent
 _REPO = _CLOUD.parent
-STEPS = ("prepare", "validate", "train", "compile", "evaluate", "gate", "register", "package")
+STEPS = ("prepare", "validate", "train", "distill", "compile", "evaluate", "gate", "register", "package")
 
 
 def _hash(*parts: Any) -> str:
@@ -192,13 +193,29 @@ class LocalPipeline:
                              lambda: steps.train_step(processed, model_dir, p, progress=self.progress).to_dict(),
                              check=lambda o: (Path(o["model_dir"]) / "config.json").is_file(),
                              describe=lambda o: f"best epoch {o['best_epoch']}, val macro-F1 {o['best_val_macro_f1']:.4f}")
-        model_dir = Path(trained["model_dir"])
+        teacher_dir = model_dir = Path(trained["model_dir"])
 
-        # 4. compile (candidate bundle: the device path evaluation scores)
-        compile_key = _hash("compile", train_key, p.compile, p.model_name, p.train.max_length,
+        # 4. distill: the shallower student that ships, taught by the trained model
+        model_key = train_key
+        if p.distill.layers:
+            model_key = _hash("distill", train_key, p.distill, _code_hash("cloud/train.py", "cloud/modeling.py"))
+            student_dir = self.store.models(self.run_id) / "student"
+            distilled = self._step(4, "distill", model_key,
+                                   lambda: steps.distill_step(teacher_dir, processed, student_dir, p,
+                                                              progress=self.progress).to_dict(),
+                                   check=lambda o: (Path(o["model_dir"]) / "config.json").is_file(),
+                                   describe=lambda o: f"{p.distill.layers}-layer student, best epoch "
+                                                      f"{o['best_epoch']}, val macro-F1 {o['best_val_macro_f1']:.4f}")
+            model_dir = Path(distilled["model_dir"])
+        else:
+            self.records["distill"].status, self.records["distill"].detail = "skipped", "distill.layers 0"
+            self.out(f"[4/{len(STEPS)}] distill   skipped           distill.layers 0: the trained model ships")
+
+        # 5. compile (candidate bundle: the device path evaluation scores)
+        compile_key = _hash("compile", model_key, p.compile, p.model_name, p.train.max_length,
                             _code_hash("cloud/compile.py", "edge_runtime/bundle.py", "edge_runtime/tokenizer.py"))
         work = self.store.models(self.run_id)
-        compiled = self._step(4, "compile", compile_key,
+        compiled = self._step(5, "compile", compile_key,
                               lambda: steps.compile_step(model_dir, processed, work / "candidate", p,
                                                          version=f"candidate-{self.run_id}",
                                                          work_dir=work / "onnx").to_dict(),
@@ -207,31 +224,36 @@ class LocalPipeline:
                                                  f"val agreement {o['agreement_val']:.2%}" + _class_agreement(o))
         candidate = Path(compiled["bundle_dir"])
 
-        # 5. evaluate
+        # 6. evaluate
         eval_key = _hash("evaluate", compile_key, data_hash_, p.evaluate,
                          _code_hash("cloud/evaluate.py", "cloud/metrics.py", "edge_runtime"))
         eval_dir = self.store.evaluation(self.run_id)
-        evaluated = self._step(5, "evaluate", eval_key,
-                               lambda: steps.evaluate_step(model_dir, candidate, processed, eval_dir, p).to_dict(),
+        evaluated = self._step(6, "evaluate", eval_key,
+                               lambda: steps.evaluate_step(model_dir, candidate, processed, eval_dir, p,
+                                                           teacher=teacher_dir if p.distill.layers else None).to_dict(),
                                check=lambda o: (Path(o["dir"]) / "metrics.json").is_file(),
                                describe=lambda o: f"INT8 acc {o['metrics']['int8']['accuracy']:.2%} macro-F1 "
                                                   f"{o['metrics']['int8']['macro_f1']:.2%} | FP32 acc "
                                                   f"{o['metrics']['fp32']['accuracy']:.2%} | agreement {o['metrics']['agreement']:.2%}"
+                                                  + _teacher_text(o["metrics"])
                                                   + _oos_text(o["metrics"]))
         metrics = evaluated["metrics"]
         eval_dir = Path(evaluated["dir"])
         self.state["metrics"] = metrics
 
-        # 6. gate
-        self._step(6, "gate", None, lambda: steps.gate_step(metrics, p.gate).to_dict(),
+        # 7. gate
+        self._step(7, "gate", None, lambda: steps.gate_step(metrics, p.gate).to_dict(),
                    describe=lambda o: f"INT8 macro-F1 {o['int8_macro_f1']:.4f} >= {o['min_macro_f1']}, "
                                       f"accuracy {o['int8_accuracy']:.4f} >= {o['min_accuracy']}, "
                                       f"drop {o['int8_drop']:+.4f} <= {o['max_int8_drop']}")
 
-        # 7. register (once per evaluated model: a re-run with everything cached reuses the version)
+        # 8. register (once per evaluated model: a re-run with everything cached reuses the version)
         lineage = {"run_id": self.run_id, "data_hash": data_hash_, "data_source": prep["source"],
                    "data_input": str(self.data), "code_version": code_version(), "base_model": p.train.base_model,
                    "parameters": p.to_dict(), "train_key": train_key}
+        if p.distill.layers:  # the device model is the student; the teacher stays the cloud's reference model
+            lineage["distilled_from"] = {"train_key": train_key, "model": teacher_dir.resolve().as_uri(),
+                                         "distill_key": model_key}
         registry = open_registry("local", store=self.store.root)
         self.state["registry"] = registry
 
@@ -241,17 +263,19 @@ class LocalPipeline:
             except CloudError:
                 return False
 
-        reg = self._step(7, "register", _hash("register", eval_key),
+        reg = self._step(8, "register", _hash("register", eval_key),
                          lambda: steps.register_step(
                              registry, p, metrics=metrics, lineage=lineage,
                              artifacts={"model": model_dir.resolve().as_uri(),
+                                        **({"teacher_model": teacher_dir.resolve().as_uri()} if p.distill.layers
+                                           else {}),
                                         "candidate_bundle": candidate.resolve().as_uri(),
                                         "evaluation": eval_dir.resolve().as_uri()},
                              description=f"{p.model_name} run {self.run_id}").to_dict(),
                          check=_still_registered, describe=lambda o: f"{o['group']} version {o['version']}")
         version = str(reg["version"])
 
-        # 8. package: the edge bundle of the registered version, and its zip (the Greengrass artifact)
+        # 9. package: the edge bundle of the registered version, and its zip (the Greengrass artifact)
         def _package() -> dict[str, Any]:
             reference_file = eval_dir / "reference.json"
             try:
@@ -278,7 +302,7 @@ class LocalPipeline:
             except BundleError:
                 return False
 
-        packaged = self._step(8, "package", _hash("package", eval_key, version,
+        packaged = self._step(9, "package", _hash("package", eval_key, version,
                                                   _code_hash("cloud/steps.py", "edge_runtime/bundle.py")),
                               _package, check=_bundle_ok,
                               describe=lambda o: f"{o['bundle']} (+ zip {o['zip_mb']:.1f} MB), target {p.compile.target}")
@@ -295,6 +319,8 @@ class LocalPipeline:
             "metrics": {
                 "fp32": {k: metrics["fp32"][k] for k in ("accuracy", "macro_f1")},
                 "int8": {k: metrics["int8"][k] for k in ("accuracy", "macro_f1")},
+                **({"teacher_fp32": {k: metrics["teacher_fp32"][k] for k in ("accuracy", "macro_f1")}}
+                   if "teacher_fp32" in metrics else {}),
                 "agreement": metrics["agreement"],
                 "batch_consistency": metrics["batch_consistency"]["rate"],
                 "test_rows": metrics["test_rows"],
@@ -334,6 +360,11 @@ def _class_agreement(compiled: dict[str, Any]) -> str:
         return ""
     label, worst = min(per_class.items(), key=lambda kv: kv[1]["agreement"])
     return f" (lowest class {label} {worst['agreement']:.2%})"
+
+
+def _teacher_text(metrics: dict[str, Any]) -> str:
+    teacher = metrics.get("teacher_fp32")
+    return f" | teacher FP32 acc {teacher['accuracy']:.2%}" if teacher else ""
 
 
 def _oos_text(metrics: dict[str, Any]) -> str:

@@ -1,6 +1,9 @@
 """The pipeline's steps, one function each: typed inputs in, a frozen result with ``to_dict()`` out.
 
-    prepare -> validate -> train -> compile -> evaluate -> gate -> register -> package
+    prepare -> validate -> train -> distill -> compile -> evaluate -> gate -> register -> package
+
+``distill`` (a shallower student taught by the trained model) is skipped when ``distill.layers`` is 0: the trained
+model itself is compiled and ships.
 
 Two runners call these functions and nothing else does the work: :class:`cloud.pipeline.LocalPipeline` (local
 store, SQLite registry, step caching) and :mod:`cloud.aws.steps` (the SageMaker jobs, on SageMaker's paths).
@@ -36,6 +39,7 @@ __all__ = [
     "ValidateResult",
     "compile_model",
     "compile_step",
+    "distill_step",
     "evaluate_step",
     "gate_result",
     "gate_step",
@@ -148,6 +152,19 @@ def train_step(processed: Path, out: Path, params: Params, *, progress: bool = F
                  unseen=params.data.unseen_labels)
 
 
+def distill_step(teacher: Path, processed: Path, out: Path, params: Params, *,
+                 progress: bool = False) -> "TrainResult":
+    """The ``distill.layers``-deep student of the fine-tuned ``teacher``, trained on ``processed/train.csv`` with the
+    teacher's logits, its epoch chosen on ``val.csv`` like the teacher's; written to ``out``."""
+    from .data import read_slots, read_split_csv
+    from .train import train
+
+    processed = Path(processed)
+    return train(read_split_csv(processed / "train.csv"), read_split_csv(processed / "val.csv"), params.labels,
+                 Path(out), params.train, progress=progress, slots=read_slots(processed),
+                 unseen=params.data.unseen_labels, teacher=Path(teacher), distill=params.distill)
+
+
 def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, texts: Sequence[str],
                   work_dir: Path | None = None,
                   train_rows: Sequence[tuple[str, str]] | None = None) -> "CompileResult":
@@ -162,7 +179,19 @@ def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, t
                           max_length=params.train.max_length, calibration_texts=texts, check_texts=texts,
                           quantization=c.quantization, min_agreement=c.min_agreement, opset=c.opset,
                           exporter=c.exporter, work_dir=work_dir, target=c.target, oos_rows=oos_rows or None,
-                          oos_flag_rate=c.oos_flag_rate, oos_layer=c.oos_layer)
+                          oos_flag_rate=c.oos_flag_rate, oos_layer=oos_layer_of(model_dir, c.oos_layer))
+
+
+def oos_layer_of(model_dir: Path, layer: int) -> int:
+    """The layer of ``model_dir`` that stands for ``compile.oos_layer`` (counted in the six-layer model): the model's
+    own, or for a distilled student the layer that started from the teacher layer nearest to it (ties: the lower)."""
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    origin = config.get("distilled_from_layers")
+    if not origin:
+        return layer
+    return 1 + min(range(len(origin)), key=lambda i: (abs(origin[i] - layer), origin[i]))
 
 
 def compile_step(model_dir: Path, processed: Path, out: Path, params: Params, *, version: str,
@@ -202,8 +231,10 @@ def across_classes(rows: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def evaluate_step(model_dir: Path, bundle: Path, processed: Path, out: Path, params: Params,
-                  *, threads: int | None = None) -> EvaluateResult:
-    """Score the FP32 checkpoint and the INT8 bundle (device path) on ``test.csv``; write ``out/metrics.json``."""
+                  *, threads: int | None = None, teacher: Path | None = None) -> EvaluateResult:
+    """Score the FP32 checkpoint and the INT8 bundle (device path) on ``test.csv``; write ``out/metrics.json``.
+
+    ``teacher``: the model a distilled ``model_dir`` learned from, scored too (``teacher_fp32``)."""
     from .data import read_split_csv
     from .evaluate import evaluate
 
@@ -212,7 +243,7 @@ def evaluate_step(model_dir: Path, bundle: Path, processed: Path, out: Path, par
     metrics = evaluate(model_dir, bundle, read_split_csv(processed / "test.csv"), params.labels, Path(out),
                        val_texts=[t for t, _ in val], bootstrap_samples=params.evaluate.bootstrap_samples,
                        seed=params.evaluate.seed, max_length=params.train.max_length, threads=threads,
-                       unseen=params.data.unseen_labels)
+                       unseen=params.data.unseen_labels, teacher_dir=teacher)
     return EvaluateResult(Path(out), metrics)
 
 
@@ -251,7 +282,8 @@ def gate_step(metrics: Mapping[str, Any], gate: GateParams) -> GateResult:
 def registry_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """What the registry and the bundle record of ``metrics.json``: FP32/INT8 accuracy, macro-F1, CI, agreement."""
     out: dict[str, Any] = {k: {"accuracy": metrics[k]["accuracy"], "macro_f1": metrics[k]["macro_f1"],
-                               "ci95": metrics[k].get("ci95")} for k in ("fp32", "int8") if k in metrics}
+                               "ci95": metrics[k].get("ci95")} for k in ("fp32", "int8", "teacher_fp32")
+                           if k in metrics}
     if "agreement" in metrics:
         out["agreement"] = metrics["agreement"]
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import CloudError
-from .params import TrainParams
+from .params import DistillParams, TrainParams
 
 __all__ = ["TrainConfig", "TrainResult", "train", "main"]
 
@@ -138,6 +139,28 @@ def predict_logits(model: Any, ids: list[list[int]], batch_size: int = 128) -> n
     return out
 
 
+def _kd_loss(student: Any, teacher: Any, temperature: float) -> Any:
+    """Hinton et al.'s distillation loss: T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+    import torch.nn.functional as F
+
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True,
+                    reduction="batchmean") * (t * t)
+
+
+def _hidden_loss(teacher: Any, student_hidden: Sequence[Any], layer_map: Sequence[int], x: Any, m: Any) -> Any:
+    """Mean squared error of each student layer's states to those of the teacher layer it started from (masked)."""
+    import torch
+
+    with torch.no_grad():
+        t_hidden = teacher.bert(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x),
+                                output_hidden_states=True).hidden_states
+    mask = m.unsqueeze(-1).to(student_hidden[0].dtype)
+    per_layer = [(((s - t_hidden[j]) ** 2) * mask).sum() / (mask.sum() * s.shape[-1])
+                 for s, j in zip(student_hidden[1:], layer_map)]
+    return torch.stack(per_layer).mean()
+
+
 def tokenize(texts: Sequence[str], tokenizer_path: Path, max_length: int) -> list[list[int]]:
     from edge_runtime.tokenizer import IntentTokenizer
 
@@ -181,22 +204,31 @@ def _slot_targets(texts: Sequence[str], tags: Sequence[Sequence[str]], ids: Sequ
 
 def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
           out_dir: Path, config: TrainParams, *, progress: bool = True,
-          slots: Sequence[Sequence[str]] | None = None, unseen: str = "stop") -> TrainResult:
+          slots: Sequence[Sequence[str]] | None = None, unseen: str = "stop",
+          teacher: Path | None = None, distill: DistillParams | None = None) -> TrainResult:
     """Fine-tune and save the best checkpoint to ``out_dir``.
 
     ``slots``: one tag list per training row (words of its text), for the auxiliary slot loss.
     ``unseen``: ``score`` keeps validation rows whose label is not in ``labels`` as errors (data.unseen_labels).
+    ``teacher`` and ``distill``: train the ``distill.layers``-deep student of the fine-tuned checkpoint ``teacher``
+    instead (:class:`cloud.params.DistillParams`): its layers start as copies of the teacher's, its loss adds the
+    teacher's softened logits (and hidden states, with ``distill.hidden_weight``) to the labels.
     """
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from .metrics import macro_f1
-    from .modeling import build_classifier, logits_and_states
+    from .modeling import build_classifier, build_student, load_classifier, logits_and_states, student_layers
 
     started = time.perf_counter()
-    base = resolve_base_model(config.base_model)
-    tokenizer_path = base / TOKENIZER_FILE
+    if teacher is not None:
+        if distill is None or distill.layers < 1:
+            raise CloudError("distillation needs distill.layers >= 1")
+        config = dataclasses.replace(config, epochs=distill.epochs, learning_rate=distill.learning_rate)
+        tokenizer_path = Path(teacher) / TOKENIZER_FILE
+    else:
+        tokenizer_path = resolve_base_model(config.base_model) / TOKENIZER_FILE
     label_index = {label: i for i, label in enumerate(labels)}
     unknown = sorted({y for _, y in list(train_rows) + list(val_rows)} - set(label_index))
     unseen_val = sorted({y for _, y in val_rows} - set(label_index) - {y for _, y in train_rows})
@@ -213,7 +245,19 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     x_val = tokenize([t for t, _ in val_rows], tokenizer_path, config.max_length)
     y_val = np.array([scored[y] for _, y in val_rows])
 
-    model = build_classifier(base, labels, config.pooling)
+    teacher_model, teacher_logits, layer_map = None, None, []
+    if teacher is not None:
+        teacher_model = load_classifier(Path(teacher))
+        if list(teacher_model.config.id2label.values()) != list(labels):
+            raise CloudError(f"teacher {teacher} has labels {list(teacher_model.config.id2label.values())}, "
+                             f"not {list(labels)}")
+        layer_map = student_layers(distill.teacher_layers, distill.layers, teacher_model.config.num_hidden_layers)
+        teacher_logits = torch.from_numpy(predict_logits(teacher_model, x_train))  # dropout off: the teacher's answers
+        model = build_student(teacher_model, layer_map)
+        log.info("student of %d layers from teacher layers %s (temperature %g, distillation weight %g)",
+                 len(layer_map), layer_map, distill.temperature, distill.kd_weight)
+    else:
+        model = build_classifier(tokenizer_path.parent, labels, config.pooling)
     slot_head, slot_y, slot_names, slot_rows = None, [], [], 0
     if config.slot_loss_weight > 0 and slots is not None:
         if len(slots) != len(train_rows):
@@ -271,15 +315,18 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
         running, seen = 0.0, 0
         for rows in bar:
             x, m = _collate(x_train, rows)
-            if slot_head is None:
-                loss = loss_fn(model(input_ids=x, attention_mask=m, token_type_ids=torch.zeros_like(x)).logits,
-                               y_train[rows])
-            else:
-                logits, states = logits_and_states(model, x, m, torch.zeros_like(x))
+            hidden = teacher_model is not None and distill.hidden_weight > 0
+            logits, states, *layers = logits_and_states(model, x, m, torch.zeros_like(x), hidden=hidden)
+            loss = loss_fn(logits, y_train[rows])
+            if teacher_logits is not None:
+                loss = (1 - distill.kd_weight) * loss + distill.kd_weight * _kd_loss(
+                    logits, teacher_logits[rows], distill.temperature)
+            if hidden:
+                loss = loss + distill.hidden_weight * _hidden_loss(teacher_model, layers[0], layer_map, x, m)
+            if slot_head is not None:
                 target = torch.full(x.shape, -100, dtype=torch.long)
                 for r, i in enumerate(rows):
                     target[r, : len(slot_y[i])] = torch.tensor(slot_y[i])
-                loss = loss_fn(logits, y_train[rows])
                 if (target >= 0).any():  # a batch without any tag would give a NaN loss
                     slot_logits = slot_head(model.dropout(states))
                     loss = loss + config.slot_loss_weight * torch.nn.functional.cross_entropy(
@@ -317,8 +364,9 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
             break
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
     result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
+    taught = {"teacher": str(teacher), "distill": asdict(distill), "teacher_layers": layer_map} if teacher else {}
     (out_dir / "training_log.json").write_text(json.dumps(
-        {"config": asdict(config), "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows,
+        {"config": asdict(config), **taught, "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows,
          "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_planned": epochs,
          "history": history, "seconds": result.seconds, "train_rows": len(x_train), "val_rows": len(x_val)},
         indent=2) + "\n")

@@ -62,6 +62,11 @@ def _print_table(result, spec) -> None:  # type: ignore[no-untyped-def]
     m = result.model
     print(f"bundle {m['name']} v{m['version']}  backend={m['backend']}  threads={result.settings['threads']}  "
           f"profile={result.budget['profile']}")
+    arch = m.get("architecture") or {}
+    if arch:
+        origin = f", from teacher layers {arch['distilled_from_layers']}" if arch.get("distilled_from_layers") else ""
+        print(f"model: {arch.get('layers')} layers x {arch.get('hidden_size')} hidden, "
+              f"{arch.get('attention_heads')} heads{origin}")
     print(f"{'metric':<22}{'value':>12}  {'budget':>12}  status")
     for key, value in result.flat().items():
         op, limit = limits.get(key, ("", None))

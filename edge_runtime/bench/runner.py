@@ -165,7 +165,8 @@ def run_bench(bundle: str | os.PathLike[str], *, backend: str = "auto", threads:
                 clf.predict_batch(batch)
             throughput[f"batch{size}"] = round(size * batches / (time.perf_counter() - t), 2)
         model = {"name": clf.name, "version": clf.version, "backend": clf.backend.name,
-                 "quantization": (clf.bundle.backend_entry(clf.backend.name) or {}).get("quantization")}
+                 "quantization": (clf.bundle.backend_entry(clf.backend.name) or {}).get("quantization"),
+                 "architecture": clf.bundle.manifest.extra.get("architecture")}
         settings = {"threads": getattr(clf.backend, "threads", threads), "iterations": iterations,
                     "warmup": warmup, "batches": batches, "utterances": n,
                     "mean_words": round(float(np.mean([len(u.split()) for u in utterances])), 2),

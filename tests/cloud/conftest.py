@@ -69,6 +69,7 @@ def make_params(tmp_path: Path, base_model: Path, **overrides) -> Path:
     params["compile"]["quantization"]["calibration_samples"] = 40
     params["compile"]["min_agreement"] = 0.8
     params["compile"]["oos_layer"] = 1  # the tiny BERT has 2 layers
+    params["distill"].update(layers=1, epochs=5, learning_rate=4e-3)  # a 1-layer student of the 2-layer teacher
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
         params[section][key] = value

@@ -79,7 +79,7 @@ def test_a_second_run_with_nothing_changed_is_served_from_the_cache(first_run):
     rc, summary = _run(tmp, Path(first["steps"][0]["outputs"]["input"]), params, store)
     assert rc == 0
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
-    assert statuses == {"prepare": "cached", "validate": "cached", "train": "cached", "compile": "cached",
+    assert statuses == {"prepare": "cached", "validate": "cached", "train": "cached", "distill": "cached", "compile": "cached",
                         "evaluate": "cached", "gate": "ran", "register": "cached", "package": "cached"}
     assert summary["registry"]["version"] == 1 and len(_registry_rows(store)) == 1
 

@@ -205,14 +205,15 @@ def _slot_targets(texts: Sequence[str], tags: Sequence[Sequence[str]], ids: Sequ
 def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, str]], labels: Sequence[str],
           out_dir: Path, config: TrainParams, *, progress: bool = True,
           slots: Sequence[Sequence[str]] | None = None, unseen: str = "stop",
-          teacher: Path | None = None, distill: DistillParams | None = None) -> TrainResult:
+          teacher: Path | Sequence[Path] | None = None, distill: DistillParams | None = None) -> TrainResult:
     """Fine-tune and save the best checkpoint to ``out_dir``.
 
     ``slots``: one tag list per training row (words of its text), for the auxiliary slot loss.
     ``unseen``: ``score`` keeps validation rows whose label is not in ``labels`` as errors (data.unseen_labels).
     ``teacher`` and ``distill``: train the ``distill.layers``-deep student of the fine-tuned checkpoint ``teacher``
     instead (:class:`cloud.params.DistillParams`): its layers start as copies of the teacher's, its loss adds the
-    teacher's softened logits (and hidden states, with ``distill.hidden_weight``) to the labels.
+    teacher's softened logits (and hidden states, with ``distill.hidden_weight``) to the labels. Several teachers
+    (fine-tuned with different seeds): the student starts from the first and learns their mean logits.
     """
     import torch
     from tqdm.auto import tqdm
@@ -222,11 +223,13 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     from .modeling import build_classifier, build_student, load_classifier, logits_and_states, student_layers
 
     started = time.perf_counter()
-    if teacher is not None:
+    teachers = [] if teacher is None else [Path(teacher)] if isinstance(teacher, (str, Path)) else [
+        Path(t) for t in teacher]
+    if teachers:
         if distill is None or distill.layers < 1:
             raise CloudError("distillation needs distill.layers >= 1")
         config = dataclasses.replace(config, epochs=distill.epochs, learning_rate=distill.learning_rate)
-        tokenizer_path = Path(teacher) / TOKENIZER_FILE
+        tokenizer_path = teachers[0] / TOKENIZER_FILE
     else:
         tokenizer_path = resolve_base_model(config.base_model) / TOKENIZER_FILE
     label_index = {label: i for i, label in enumerate(labels)}
@@ -246,13 +249,17 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     y_val = np.array([scored[y] for _, y in val_rows])
 
     teacher_model, teacher_logits, layer_map = None, None, []
-    if teacher is not None:
-        teacher_model = load_classifier(Path(teacher))
-        if list(teacher_model.config.id2label.values()) != list(labels):
-            raise CloudError(f"teacher {teacher} has labels {list(teacher_model.config.id2label.values())}, "
-                             f"not {list(labels)}")
+    if teachers:
+        logits_sum = None
+        for path in reversed(teachers):  # the first one last: the student starts from it
+            teacher_model = load_classifier(path)
+            if list(teacher_model.config.id2label.values()) != list(labels):
+                raise CloudError(f"teacher {path} has labels {list(teacher_model.config.id2label.values())}, "
+                                 f"not {list(labels)}")
+            logits = predict_logits(teacher_model, x_train)  # dropout off: the teacher's answers
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+        teacher_logits = torch.from_numpy(logits_sum / len(teachers))
         layer_map = student_layers(distill.teacher_layers, distill.layers, teacher_model.config.num_hidden_layers)
-        teacher_logits = torch.from_numpy(predict_logits(teacher_model, x_train))  # dropout off: the teacher's answers
         model = build_student(teacher_model, layer_map)
         log.info("student of %d layers from teacher layers %s (temperature %g, distillation weight %g)",
                  len(layer_map), layer_map, distill.temperature, distill.kd_weight)
@@ -364,7 +371,8 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
             break
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
     result = TrainResult(out_dir, best_epoch, best_f1, history, time.perf_counter() - started)
-    taught = {"teacher": str(teacher), "distill": asdict(distill), "teacher_layers": layer_map} if teacher else {}
+    taught = {"teacher": str(teachers[0]), "teachers": [str(t) for t in teachers], "distill": asdict(distill),
+              "teacher_layers": layer_map} if teachers else {}
     (out_dir / "training_log.json").write_text(json.dumps(
         {"config": asdict(config), **taught, "labels": list(labels), "slot_tags": slot_names, "slot_rows": slot_rows,
          "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_planned": epochs,

@@ -96,3 +96,22 @@ def test_a_teacher_of_other_labels_is_refused(teacher, tmp_path):
     with pytest.raises(CloudError, match="labels"):
         train(rows, rows[:30], list(reversed(LABELS)), tmp_path / "s", config, progress=False,
               teacher=result.model_dir, distill=DistillParams(layers=1))
+
+
+def test_several_teachers_teach_their_mean_logits(teacher, tmp_path):
+    # Given two teachers (the fine-tuned one, and a second one trained with another seed)
+    result, rows, config = teacher
+    second = train(rows, rows[:30], LABELS, tmp_path / "t2", TrainConfig(**{**config.__dict__, "seed": 7}),
+                   progress=False)
+    ids = tokenize([t for t, _ in rows], result.model_dir / "tokenizer.json", 24)
+    mean = (predict_logits(load_classifier(result.model_dir), ids)
+            + predict_logits(load_classifier(second.model_dir), ids)) / 2
+    # When a student learns from both on their logits alone
+    student = train(rows, rows[:30], LABELS, tmp_path / "s", config, progress=False,
+                    teacher=[result.model_dir, second.model_dir],
+                    distill=DistillParams(layers=1, epochs=6, learning_rate=4e-3, kd_weight=1.0))
+    # Then it starts from the first teacher and answers like the teachers' mean
+    log = json.loads((student.model_dir / "training_log.json").read_text())
+    assert log["teachers"] == [str(result.model_dir), str(second.model_dir)]
+    answers = predict_logits(load_classifier(student.model_dir), ids).argmax(1)
+    assert (answers == mean.argmax(1)).mean() >= 0.9

@@ -205,7 +205,8 @@ def test_distill_trains_the_student_on_the_processed_data_from_the_train_artifac
 def test_evaluate_scores_the_student_and_the_teacher(sagemaker_definition):
     d, _ = sagemaker_definition
     inputs = _inputs(_steps(d)["Evaluate"])
-    assert inputs["model"]["S3Uri"] == STUDENT_MODEL and inputs["model"]["LocalPath"] == "/opt/ml/processing/input/model"
+    assert inputs["model"]["S3Uri"] == STUDENT_MODEL
+    assert inputs["model"]["LocalPath"] == "/opt/ml/processing/input/model"  # the evaluate job's --model default
     assert inputs["teacher"]["S3Uri"] == TRAIN_MODEL
     assert inputs["teacher"]["LocalPath"] == "/opt/ml/processing/input/teacher"  # the evaluate job's --teacher default
 

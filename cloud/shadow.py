@@ -10,12 +10,18 @@ and score them with the reference model:
     python -m cloud.shadow compare --samples s.jsonl --bundle edge/fp32 --out shadow-report/
     python -m cloud.shadow compare --endpoint intents-fp32 --region eu-west-1
 
-The reference is the FP32 checkpoint (``--model``, needs the ``cloud`` extra), any edge bundle (``--bundle``) or a
-SageMaker endpoint (``--endpoint``, JSON ``{"inputs": [...]}`` in, ``{"results": [{"intent", "confidence"}]}``
-out as :mod:`cloud.inference.handler` replies (``python -m cloud.endpoint deploy``), or ``[{"label", "score"}]``
-or ``{"predictions": [...]}``). ``compare`` writes ``shadow.json`` (agreement, per-class disagreement, confusion
-pairs, confidence deltas, per device and model version), ``report.md`` and ``shadow.png``, prints the JSON
-summary, and exits 1 when ``--min-agreement`` is given and not met.
+The reference is the cloud's FP32 checkpoint (``--model``, needs the ``cloud`` extra): the teacher, i.e. the
+trained model a distilled device model learned from. A run folder of the store (``models/<run>/``, holding
+``checkpoint/`` = the teacher and ``student/`` = the distilled model that ships) resolves to its ``checkpoint/``;
+a checkpoint folder is taken as it is (give ``models/<run>/student`` to compare with the student's FP32 instead).
+Other references: any edge bundle (``--bundle``) or a SageMaker endpoint (``--endpoint``, JSON
+``{"inputs": [...]}`` in, ``{"results": [{"intent", "confidence"}]}`` out as :mod:`cloud.inference.handler`
+replies, or ``[{"label", "score"}]`` or ``{"predictions": [...]}``); ``python -m cloud.endpoint deploy`` serves
+the registered model, which is the student when the pipeline distilled.
+
+``compare`` writes ``shadow.json`` (agreement, per-class disagreement, confusion pairs, confidence deltas, per
+device and model version), ``report.md`` and ``shadow.png``, prints the JSON summary, and exits 1 when
+``--min-agreement`` is given and not met.
 """
 
 from __future__ import annotations
@@ -33,7 +39,12 @@ from .clihelp import HelpFormatter
 from .errors import CloudError
 from .store import DEFAULT_STORE, Store
 
-__all__ = ["load_samples", "compare", "bundle_scorer", "model_scorer", "endpoint_scorer", "render_report", "main"]
+__all__ = ["load_samples", "compare", "bundle_scorer", "model_scorer", "endpoint_scorer", "reference_checkpoint",
+           "render_report", "main"]
+
+#: in a run folder of the store (``models/<run>/``): the trained model (the teacher) and the distilled student
+TEACHER_DIR, STUDENT_DIR = "checkpoint", "student"
+_CHECKPOINT_FILE = "config.json"
 
 #: a scorer maps texts to (intent, confidence) pairs, one per text
 Scorer = Callable[[Sequence[str]], list[tuple[str, float]]]
@@ -126,6 +137,18 @@ def bundle_scorer(bundle_dir: str | Path, *, backend: str = "onnxruntime") -> Sc
         with IntentClassifier.from_bundle(bundle_dir, backend=backend) as clf:
             return [(p.top[0][0], float(p.confidence)) for p in clf.predict_batch(list(texts))]
     return score
+
+
+def reference_checkpoint(model: str | Path) -> Path:
+    """The checkpoint ``--model`` names: a checkpoint folder (``config.json``) as it is, a store run folder
+    ``models/<run>/`` as its ``checkpoint/`` (the teacher, not the ``student/`` that ships)."""
+    path = Path(model)
+    if (path / _CHECKPOINT_FILE).is_file():
+        return path
+    if (path / TEACHER_DIR / _CHECKPOINT_FILE).is_file():
+        return path / TEACHER_DIR
+    raise CloudError(f"{path}: neither a checkpoint folder ({_CHECKPOINT_FILE}) nor a run folder of the store "
+                     f"with {TEACHER_DIR}/ (the teacher)")
 
 
 def model_scorer(model_dir: str | Path, *, max_length: int = 40) -> Scorer:
@@ -262,9 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", nargs="+", default=None,
                    help="JSON-lines files or folders of telemetry messages (default: <store>/slm-intents/shadow/samples.jsonl)")
     ref = c.add_mutually_exclusive_group(required=True)
-    ref.add_argument("--model", help="FP32 checkpoint folder (cloud.train output)")
+    ref.add_argument("--model", help="the cloud reference, the teacher: its FP32 checkpoint folder (cloud.train "
+                                     "output), or a run folder <store>/slm-intents/models/<run>, read as its "
+                                     "checkpoint/ (not its student/)")
     ref.add_argument("--bundle", help="an edge bundle folder as the reference (e.g. the FP32 ONNX one)")
-    ref.add_argument("--endpoint", help="SageMaker endpoint serving the FP32 model")
+    ref.add_argument("--endpoint", help="SageMaker endpoint serving the FP32 model (cloud.endpoint deploy serves "
+                                        "the registered model: the student when distilled)")
     c.add_argument("--region", default=None, help="AWS region of the endpoint (default: AWS_REGION, then AWS_DEFAULT_REGION)")
     c.add_argument("--out", default=None,
                    help="folder for shadow.json, report.md, shadow.png (default: <store>/slm-intents/shadow/report)")
@@ -296,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bundle:
             scorer, reference = bundle_scorer(args.bundle), f"bundle {args.bundle}"
         elif args.model:
-            scorer, reference = model_scorer(args.model), f"FP32 model {args.model}"
+            checkpoint = reference_checkpoint(args.model)
+            scorer, reference = model_scorer(checkpoint), f"FP32 model {checkpoint}"
         else:
             scorer, reference = endpoint_scorer(args.endpoint, region=args.region), f"endpoint {args.endpoint}"
         result = compare(load_samples(args.samples), scorer)

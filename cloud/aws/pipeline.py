@@ -3,11 +3,14 @@
 ::
 
     PrepareData (Processing: cloud.data + cloud.validate, GX)
-      -> Train (Training: cloud.train)
-      -> Evaluate (Processing: cloud.compile INT8 candidate + cloud.evaluate; metrics.json, gate.json)
+      -> Train (Training: cloud.train, the teacher)
+      -> Distill (Training: cloud.steps.distill_step, the student that ships; only with distill.layers > 0)
+      -> Evaluate (Processing: cloud.compile INT8 candidate + cloud.evaluate; metrics.json, gate.json; the
+         student's, with the teacher's FP32 scores beside them)
       -> CheckQualityGate (Condition: INT8 macro-F1 >= MinMacroF1, accuracy >= MinAccuracy, FP32 - INT8 <= MaxInt8Drop)
            ├─ yes: RegisterModel (Model Registry: PendingManualApproval, ModelLifeCycle Staging, metrics; the
-           │        training artifact in the PyTorch inference image, served by its code/inference.py)
+           │        model that ships (the student's artifact when distilled) in the PyTorch inference image,
+           │        served by its code/inference.py; the teacher's artifact in the metadata properties)
            │        -> CompileEdge (Processing: SageMaker Neo for LINUX/ARM64, falling back to ONNX Runtime
            │           INT8; the bundle goes to s3://<bucket>/slm-intents/edge/<version>/)
            └─ no:  QualityGateFailed (Fail)
@@ -46,7 +49,8 @@ __all__ = ["PipelineConfig", "PipelineBuild", "STEP_NAMES", "PARAMETER_NAMES", "
 PYTORCH_VERSION = "2.6"
 PYTORCH_PY = "py312"
 TELEMETRY_OFF = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-STEP_NAMES = ("PrepareData", "Train", "Evaluate", "CheckQualityGate", "RegisterModel", "CompileEdge",
+#: every step the definition can hold; ``Distill`` is there only when ``distill.layers`` > 0
+STEP_NAMES = ("PrepareData", "Train", "Distill", "Evaluate", "CheckQualityGate", "RegisterModel", "CompileEdge",
               "QualityGateFailed")
 PARAMETER_NAMES = ("InputData", "ProcessingInstanceType", "TrainingInstanceType", "MinMacroF1", "MaxInt8Drop",
                    "ModelPackageGroupName", "ModelApprovalStatus", "NeoCompile")
@@ -68,7 +72,7 @@ class PipelineConfig:
     neo: default of the ``NeoCompile`` parameter (try SageMaker Neo in ``CompileEdge``); off, since Neo does not
         compile this model family (docs/aws.md), and a user can still start an execution with ``NeoCompile=true``.
     max_train_seconds: the training job's stopping condition.
-    cache_expire_after: ISO 8601 duration for step caching of prepare, train and evaluate.
+    cache_expire_after: ISO 8601 duration for step caching of prepare, train, distill and evaluate.
     """
 
     region: str
@@ -253,19 +257,33 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
     processed = prepare.properties.ProcessingOutputConfig.Outputs["processed"].S3Output.S3Uri
 
     # 2. train (the SageMaker training toolkit unpacks sourcedir.tar.gz and runs sm_entry.py --step train)
-    trainer = s.ModelTrainer(
-        training_image=image, role=config.role_arn, sagemaker_session=session, base_job_name=f"{config.name}-train",
-        compute=s.Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30),
-        stopping_condition=s.StoppingCondition(max_runtime_in_seconds=config.max_train_seconds),
-        output_data_config=s.OutputDataConfig(s3_output_path=store.uri_of("models")),
-        hyperparameters={"sagemaker_program": json.dumps(ENTRY_SCRIPT),
-                         "sagemaker_submit_directory": json.dumps(f"{code}/{TARBALL}"),
-                         "step": json.dumps("train")},
-        environment={"PYTHONUNBUFFERED": "1"},
-        input_data_config=[s.InputData(channel_name="train", data_source=processed)])
-    train = s.TrainingStep(name="Train", description="cloud.train: fine-tune MiniLM-L6", cache_config=cache,
-                           step_args=trainer.train())
-    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+    def training(job: str, description: str, channels: Mapping[str, Any]) -> Any:
+        trainer = s.ModelTrainer(
+            training_image=image, role=config.role_arn, sagemaker_session=session,
+            base_job_name=f"{config.name}-{job}",
+            compute=s.Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30),
+            stopping_condition=s.StoppingCondition(max_runtime_in_seconds=config.max_train_seconds),
+            output_data_config=s.OutputDataConfig(s3_output_path=store.uri_of("models")),
+            hyperparameters={"sagemaker_program": json.dumps(ENTRY_SCRIPT),
+                             "sagemaker_submit_directory": json.dumps(f"{code}/{TARBALL}"),
+                             "step": json.dumps(job)},
+            environment={"PYTHONUNBUFFERED": "1"},
+            input_data_config=[s.InputData(channel_name=name, data_source=uri) for name, uri in channels.items()])
+        return s.TrainingStep(name=job.capitalize(), description=description, cache_config=cache,
+                              step_args=trainer.train())
+
+    train = training("train", "cloud.train: fine-tune MiniLM-L6", {"train": processed})
+    teacher_data = model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+    training_steps = [train]
+
+    # 2b. distill: the shallower student that ships, taught by the trained model (its model.tar.gz is the
+    # "teacher" channel: SM_CHANNEL_TEACHER); without it (distill.layers 0) the trained model ships
+    distilled = params.distill.layers > 0
+    if distilled:
+        distill = training("distill", f"cloud.steps.distill_step: the {params.distill.layers}-layer student of Train",
+                           {"train": processed, "teacher": teacher_data})
+        model_data = distill.properties.ModelArtifacts.S3ModelArtifacts
+        training_steps.append(distill)
 
     # 3. evaluate: INT8 candidate bundle (cloud.compile) scored with cloud.evaluate
     metrics_file = s.PropertyFile(name="EvaluationMetrics", output_name="evaluation", path="metrics.json")
@@ -276,6 +294,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
         step_args=processor("evaluate").run(
             code=entry, arguments=["evaluate", *overrides],
             inputs=[s3_in("model", model_data, f"{PROC}/input/model"),
+                    *([s3_in("teacher", teacher_data, f"{PROC}/input/teacher")] if distilled else []),
                     s3_in("processed", processed, f"{PROC}/input/processed"), source_input],
             outputs=[s3_out("evaluation", per_run(store.uri_of("evaluation")), f"{PROC}/output/evaluation"),
                      s3_out("candidate", s.Join(on="/", values=[store.uri_of("models"), run_id, "candidate"]),
@@ -292,8 +311,11 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
         return s.Join(on="", values=[value])
 
     # 4a. register: PendingManualApproval, stage Staging, metrics attached
-    # the training artifact carries the inference handler in code/ (cloud.aws.code.write_serving_code); the
-    # container's environment names it, so the registered package serves as it is (python -m cloud.endpoint)
+    # the training artifact (the student's when distilled) carries the inference handler in code/
+    # (cloud.aws.code.write_serving_code); the container's environment names it, so the registered package serves
+    # as it is (python -m cloud.endpoint). A model package has one model (InferenceSpecification), the one that
+    # ships; the teacher it was distilled from is recorded in its CustomerMetadataProperties, under the keys the
+    # local registry uses for the same run (artifacts.teacher_model, lineage.distilled_from.*, metrics.teacher_fp32.*)
     serving_env = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": config.region, MODEL_NAME_ENV: params.model_name}
     builder = s.ModelBuilder(s3_model_data_url=model_data, image_uri=inference_image, sagemaker_session=session,
                              role_arn=config.role_arn, instance_type="ml.m5.large", dependencies={"auto": False},
@@ -323,6 +345,12 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
                 "artifacts.model": model_data,
                 "artifacts.evaluation": evaluation_uri,
                 "artifacts.candidate_bundle": outputs["candidate"].S3Output.S3Uri,
+                **({"artifacts.teacher_model": teacher_data,
+                    "lineage.distilled_from.model": teacher_data,
+                    "lineage.distilled_from.training_job": train.properties.TrainingJobName,
+                    "lineage.distilled_from.layers": str(params.distill.layers),
+                    "metrics.teacher_fp32.macro_f1": text(metric("teacher_fp32.macro_f1")),
+                    "metrics.teacher_fp32.accuracy": text(metric("teacher_fp32.accuracy"))} if distilled else {}),
             },
             description=f"{params.model_name} from pipeline {config.name}"))
 
@@ -350,7 +378,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
                     s.ConditionLessThanOrEqualTo(left=metric("int8_drop", gate_file), right=max_drop),
                     s.ConditionGreaterThanOrEqualTo(left=metric("int8.accuracy"), right=min_acc)],
         if_steps=[register, compile_edge], else_steps=[failed])
-    pipeline = s.Pipeline(name=config.name, parameters=parameters, steps=[prepare, train, evaluate, gate],
+    pipeline = s.Pipeline(name=config.name, parameters=parameters, steps=[prepare, *training_steps, evaluate, gate],
                           sagemaker_session=session)
     return pipeline, session
 

@@ -7,8 +7,13 @@ and an option, so each step also runs on a workstation against local folders (th
 ``prepare``       ``cloud.data`` (SNIPS directory or one CSV under ``--data``) then ``cloud.validate`` (GX)
 ``train``         ``cloud.train`` on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR`` (torch threads = the instance's CPUs),
                   with the inference handler in ``SM_MODEL_DIR/code/`` (:func:`cloud.aws.code.write_serving_code`)
+``distill``       :func:`cloud.steps.distill_step`: the ``distill.layers``-deep student of the teacher (the train
+                  job's ``model.tar.gz`` in ``SM_CHANNEL_TEACHER``) on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR``, with
+                  the inference handler like ``train``; only when ``distill.layers`` > 0
 ``evaluate``      ``cloud.compile`` (ONNX export + static INT8 candidate bundle) then ``cloud.evaluate``; writes
-                  ``evaluation/metrics.json`` and ``evaluation/gate.json`` (the pipeline's condition reads both)
+                  ``evaluation/metrics.json`` and ``evaluation/gate.json`` (the pipeline's condition reads both).
+                  With ``distill.layers`` > 0 the model is the student and the teacher (``--teacher``) is scored
+                  too (``teacher_fp32``)
 ``compile-edge``  :func:`cloud.aws.neo.package_edge`: the edge bundle of the registered version, with a ``dlr``
                   backend when Neo compiles it; records the bundle in the SageMaker Model Registry
 ================  ===========================================================================================
@@ -106,28 +111,65 @@ def _prepare(argv: Sequence[str]) -> int:
     return 0
 
 
-def _train(argv: Sequence[str]) -> int:
-    from ..steps import train_step
-
-    p = argparse.ArgumentParser(prog="sm_entry.py train")
+def _training_args(p: argparse.ArgumentParser) -> None:
+    """The options of a training job (train, distill): SageMaker's channel and model paths have the defaults."""
     p.add_argument("--threads", default="auto", help="torch threads: a number, or auto (the instance's CPUs)")
     p.add_argument("--data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"))
     p.add_argument("--out", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _common(p)
-    a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
-    if not a.data or not a.out:
-        p.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
+
+
+def _training_params(a: argparse.Namespace) -> "Params":
+    """The training job's parameters (``train.threads`` from ``--threads``), recorded as ``params.json`` beside
+    its other outputs (SageMaker uploads ``SM_OUTPUT_DATA_DIR``)."""
     threads = (os.cpu_count() or 1) if a.threads == "auto" else int(a.threads)
     params = _params(a.params, a.set).override({"train.threads": threads})
-    # The parameters the job ran with, beside its other outputs (SageMaker uploads SM_OUTPUT_DATA_DIR).
     record = os.environ.get("SM_OUTPUT_DATA_DIR")
     if record:
         Path(record).mkdir(parents=True, exist_ok=True)
         (Path(record) / "params.json").write_text(json.dumps(params.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return params
+
+
+def _train(argv: Sequence[str]) -> int:
+    from ..steps import train_step
+
+    p = argparse.ArgumentParser(prog="sm_entry.py train")
+    _training_args(p)
+    a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
+    if not a.data or not a.out:
+        p.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
+    params = _training_params(a)
     result = train_step(a.data, a.out, params)
     from .code import write_serving_code
 
     write_serving_code(a.out, _SOURCE_ROOT)  # model.tar.gz/code/: the endpoint's handler (cloud.inference.handler)
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}))
+    return 0
+
+
+def _distill(argv: Sequence[str]) -> int:
+    from ..steps import distill_step
+
+    p = argparse.ArgumentParser(prog="sm_entry.py distill")
+    _training_args(p)
+    p.add_argument("--teacher", type=Path, default=os.environ.get("SM_CHANNEL_TEACHER"),
+                   help="the teacher: the train job's model.tar.gz (or the folder holding it) or a checkpoint folder")
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new private temp directory)")
+    a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
+    if not a.data or not a.out or not a.teacher:
+        p.error("--data, --teacher and --out are required (or SM_CHANNEL_TRAIN / SM_CHANNEL_TEACHER / SM_MODEL_DIR)")
+    params = _training_params(a)
+    if not params.distill.layers:
+        from ..errors import ParamsError
+
+        raise ParamsError("distill.layers is 0: there is no student to distill (the trained model ships)")
+    work = a.work or Path(tempfile.mkdtemp(prefix="slm-distill-"))
+    teacher = _extract_model(a.teacher, work / "teacher")
+    result = distill_step(teacher, a.data, a.out, params)
+    from .code import write_serving_code
+
+    write_serving_code(a.out, _SOURCE_ROOT)  # the student's model.tar.gz serves like the teacher's
     print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}))
     return 0
 
@@ -151,7 +193,10 @@ def _evaluate(argv: Sequence[str]) -> int:
     from ..steps import compile_step, evaluate_step, gate_result
 
     p = argparse.ArgumentParser(prog="sm_entry.py evaluate")
-    p.add_argument("--model", type=Path, default=Path(PROC, "input", "model"))
+    p.add_argument("--model", type=Path, default=Path(PROC, "input", "model"),
+                   help="the model that ships: the student with distill.layers > 0, else the trained model")
+    p.add_argument("--teacher", type=Path, default=Path(PROC, "input", "teacher"),
+                   help="the trained model a student learned from, scored too (distill.layers > 0 only)")
     p.add_argument("--data", type=Path, default=Path(PROC, "input", "processed"))
     p.add_argument("--out", type=Path, default=Path(PROC, "output"))
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new private temp directory)")
@@ -159,9 +204,18 @@ def _evaluate(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     params = _params(a.params, a.set)
     work = a.work or Path(tempfile.mkdtemp(prefix="slm-evaluate-"))
+    teacher = None
+    if params.distill.layers:
+        if not a.teacher.exists():
+            from ..errors import CloudError
+
+            raise CloudError(f"distill.layers is {params.distill.layers}: the evaluate job needs the teacher "
+                             f"(--teacher, the train job's model artifact) besides the student; {a.teacher} is missing")
+        teacher = _extract_model(a.teacher, work / "teacher")
     checkpoint = _extract_model(a.model, work / "checkpoint")
     compile_step(checkpoint, a.data, a.out / "candidate", params, version="candidate", work_dir=a.out / "onnx")
-    metrics = evaluate_step(checkpoint, a.out / "candidate", a.data, a.out / "evaluation", params).metrics
+    metrics = evaluate_step(checkpoint, a.out / "candidate", a.data, a.out / "evaluation", params,
+                            teacher=teacher).metrics
     # The pipeline's ConditionStep reads int8.macro_f1 (metrics.json) and int8_drop (gate.json)
     gate = gate_result(metrics, params.gate).to_dict()
     (a.out / "evaluation" / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
@@ -216,7 +270,7 @@ def _compile_edge(argv: Sequence[str]) -> int:
 
 
 STEPS: dict[str, Callable[[Sequence[str]], int]] = {
-    "prepare": _prepare, "train": _train, "evaluate": _evaluate, "compile-edge": _compile_edge,
+    "prepare": _prepare, "train": _train, "distill": _distill, "evaluate": _evaluate, "compile-edge": _compile_edge,
 }
 
 

@@ -139,3 +139,46 @@ def test_cli_defaults_live_in_the_store_not_the_working_directory(samples_file, 
     assert json.loads(capsys.readouterr().out)["n"] == 40
     assert (default / "report" / "shadow.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store"]
+
+
+def _checkpoint(folder: Path) -> Path:
+    """A folder that reads as a checkpoint (what ``--model`` resolution looks for: its ``config.json``)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def test_model_reference_is_the_teacher_of_a_run_folder(tmp_path):
+    # Given a store run folder with the teacher (checkpoint/) and the distilled student (student/)
+    run = tmp_path / "models" / "20260101T000000Z-abc123"
+    teacher, student = _checkpoint(run / "checkpoint"), _checkpoint(run / "student")
+    # Then the run folder reads as its teacher, and a checkpoint folder as itself
+    assert shadow.reference_checkpoint(run) == teacher
+    assert shadow.reference_checkpoint(student) == student
+    with pytest.raises(CloudError, match="neither a checkpoint folder"):
+        shadow.reference_checkpoint(tmp_path / "models")
+
+
+def test_cli_compare_with_a_run_folder_scores_with_its_teacher(samples_file, tmp_path, monkeypatch, capsys):
+    # Given a run folder of the store, When compare runs with --model at it
+    run = tmp_path / "models" / "run-1"
+    _checkpoint(run / "checkpoint")
+    _checkpoint(run / "student")
+    loaded: list[Path] = []
+
+    def scorer_of(model_dir, **_):  # the device's own answers: stands in for the FP32 checkpoint's
+        loaded.append(Path(model_dir))
+        by_text = {s["text"]: (s["intent"], float(s["confidence"])) for s in shadow.load_samples([samples_file])}
+        return lambda texts: [by_text[t] for t in texts]
+
+    monkeypatch.setattr(shadow, "model_scorer", scorer_of)
+    out = tmp_path / "shadow"
+    assert shadow.main(["compare", "--samples", str(samples_file), "--model", str(run), "--out", str(out)]) == 0
+    # Then the teacher's checkpoint is the reference, and the report says so
+    assert loaded == [run / "checkpoint"]
+    assert json.loads(capsys.readouterr().out)["agreement"] == 1.0
+    assert json.loads((out / "shadow.json").read_text())["reference"] == f"FP32 model {run / 'checkpoint'}"
+    # and a folder that is neither is a usage error, before anything is loaded
+    assert shadow.main(["compare", "--samples", str(samples_file), "--model", str(tmp_path), "--out",
+                        str(out)]) == 2
+    assert loaded == [run / "checkpoint"] and "neither a checkpoint folder" in capsys.readouterr().err

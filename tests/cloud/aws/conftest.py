@@ -68,10 +68,9 @@ class _NoNetwork:
         socket.socket.connect = self._orig
 
 
-@pytest.fixture(scope="session")
-def sagemaker_definition(tmp_path_factory):
-    """``python -m cloud.pipeline definition`` run once per session (the SDK import and build take seconds),
-    with no credentials in the environment and the network refused; returns ``(definition, source digest)``."""
+def _build_definition(out_dir: Path, *extra: str) -> tuple[dict, str]:
+    """``python -m cloud.pipeline definition [extra]`` with no credentials in the environment and the network
+    refused; returns ``(definition, source digest)``."""
     import importlib.util
     import json
 
@@ -80,7 +79,8 @@ def sagemaker_definition(tmp_path_factory):
     from cloud.aws.code import collect_source
     from cloud.pipeline import main
 
-    out = tmp_path_factory.mktemp("definition") / "definition.json"
+    params = extra[extra.index("--params") + 1] if "--params" in extra else None
+    out = out_dir / "definition.json"
     with pytest.MonkeyPatch.context() as mp, _NoNetwork():
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                     "AWS_DEFAULT_REGION", "AWS_REGION", "SAGEMAKER_VALIDATE_ROLE"):
@@ -88,15 +88,36 @@ def sagemaker_definition(tmp_path_factory):
         mp.setenv("AWS_CONFIG_FILE", os.devnull)
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
         for _ in range(3):  # a file edited while the definition builds changes the digest: build again
-            before = collect_source().digest
+            before = collect_source(params_path=params).digest
             rc = main(["definition", "--region", REGION, "--role-arn", ROLE_ARN, "--bucket", BUCKET,
-                       "--out", str(out)])
+                       "--out", str(out), *extra])
             assert rc == 0
-            if collect_source().digest == before:
+            if collect_source(params_path=params).digest == before:
                 break
         # the environment the SDK needed while building is put back
         assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ and "AWS_DEFAULT_REGION" not in os.environ
     return json.loads(out.read_text()), before
+
+
+@pytest.fixture(scope="session")
+def sagemaker_definition(tmp_path_factory):
+    """The definition of ``pipelines/params.json`` (which distills: ``distill.layers`` > 0), built once per
+    session (the SDK import and build take seconds); returns ``(definition, source digest)``."""
+    return _build_definition(tmp_path_factory.mktemp("definition"))
+
+
+@pytest.fixture(scope="session")
+def sagemaker_definition_without_distill(tmp_path_factory):
+    """The definition of ``pipelines/params.json`` with ``distill.layers`` 0 (the trained model ships)."""
+    import json
+
+    from tests.conftest import REPO
+
+    root = tmp_path_factory.mktemp("definition-no-distill")
+    params = json.loads((REPO / "pipelines" / "params.json").read_text())
+    params["distill"]["layers"] = 0
+    (root / "params.json").write_text(json.dumps(params))
+    return _build_definition(root, "--params", str(root / "params.json"))
 
 
 @pytest.fixture()

@@ -121,7 +121,7 @@ def test_unknown_step_is_a_usage_error(capsys):
     from cloud.aws.steps import run_step
 
     assert run_step("deploy", []) == 2
-    assert "expected one of: prepare, train, evaluate, compile-edge" in capsys.readouterr().out
+    assert "expected one of: prepare, train, distill, evaluate, compile-edge" in capsys.readouterr().out
 
 
 def test_model_tarball_is_unpacked_for_evaluation(tmp_path):
@@ -138,27 +138,79 @@ def test_model_tarball_is_unpacked_for_evaluation(tmp_path):
     assert (out / "config.json").read_text() == "{}"
 
 
-@pytest.mark.slow
-def test_train_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_csv, tiny_base_model, monkeypatch):
-    # Given prepared data, When the train job (SageMaker's env vars) and the evaluate job run,
-    # Then evaluation/ holds metrics.json and the gate.json the pipeline's condition reads
+def _model_tarball(model_dir, channel):
+    """``model.tar.gz`` of a training job's ``SM_MODEL_DIR`` (its files at the root), in ``channel``, as SageMaker
+    hands a model artifact to the next job."""
+    channel.mkdir(parents=True)
+    with tarfile.open(channel / "model.tar.gz", "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    return channel
+
+
+def test_distill_and_evaluate_jobs_say_what_they_miss(tmp_path, tiny_base_model, capsys):
+    # Given params that distill, When the distill job runs with --set distill.layers=0, Then it refuses (there is
+    # no student); When evaluate runs without the teacher, Then it says the teacher is missing
     from cloud.aws.steps import run_step
     from tests.cloud.conftest import make_params
 
-    params = make_params(tmp_path, tiny_base_model, **{"train.epochs": 2})
+    params = make_params(tmp_path, tiny_base_model)
+    rc = run_step("distill", ["--data", str(tmp_path / "none"), "--teacher", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "student"), "--params", str(params), "--threads", "1",
+                              "--set", "distill.layers=0"])
+    assert rc == 1 and "distill.layers is 0" in capsys.readouterr().out
+    assert not (tmp_path / "student").exists()
+    rc = run_step("evaluate", ["--model", str(tmp_path / "none"), "--teacher", str(tmp_path / "no-teacher"),
+                               "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
+                               "--work", str(tmp_path / "work"), "--params", str(params)])
+    assert rc == 1 and "needs the teacher" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_distill_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_csv, tiny_base_model, monkeypatch):
+    # Given prepared data, When the train job, the distill job (SageMaker's env vars, the teacher as the train
+    # job's model.tar.gz in its "teacher" channel) and the evaluate job (the student's and the teacher's
+    # model.tar.gz) run, Then the student is a 1-layer model that serves like the teacher (code/), and
+    # evaluation/ holds metrics.json with the teacher's FP32 scores and the gate.json the pipeline's condition reads
+    from cloud.aws.code import INFERENCE_SCRIPT, SERVING_CODE_DIR
+    from cloud.aws.steps import run_step
+    from tests.cloud.conftest import make_params
+
+    params = make_params(tmp_path, tiny_base_model, **{"train.epochs": 2, "distill.epochs": 2})
     assert run_step("prepare", ["--data", str(tiny_csv), "--out", str(tmp_path / "prep"), "--params", str(params)]) == 0
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "prep" / "processed"))
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
     monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(tmp_path / "train-output"))
     assert run_step("train", ["--params", str(params), "--threads", "2"]) == 0
     assert json.loads((tmp_path / "train-output" / "params.json").read_text())["train"]["threads"] == 2
-    rc = run_step("evaluate", ["--model", str(tmp_path / "model"), "--data", str(tmp_path / "prep" / "processed"),
+    teacher = _model_tarball(tmp_path / "model", tmp_path / "teacher-artifact")
+
+    monkeypatch.setenv("SM_CHANNEL_TEACHER", str(teacher))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "student"))
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(tmp_path / "distill-output"))
+    # as the training toolkit passes hyperparameters: --step distill among them, plus a --set override
+    assert run_step("distill", ["--params", str(params), "--threads", "1", "--set", "distill.temperature=3.0",
+                                "--work", str(tmp_path / "distill-work")]) == 0
+    recorded = json.loads((tmp_path / "distill-output" / "params.json").read_text())
+    assert recorded["distill"]["temperature"] == 3.0 and recorded["train"]["threads"] == 1
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["distilled_from_layers"] == [2]
+    assert (tmp_path / "student" / SERVING_CODE_DIR / INFERENCE_SCRIPT).is_file()
+    student = _model_tarball(tmp_path / "student", tmp_path / "student-artifact")
+
+    rc = run_step("evaluate", ["--model", str(student), "--teacher", str(teacher),
+                               "--data", str(tmp_path / "prep" / "processed"),
                                "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
                                "--params", str(params)])
     assert rc == 0
+    assert json.loads((tmp_path / "work" / "checkpoint" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((tmp_path / "work" / "teacher" / "config.json").read_text())["num_hidden_layers"] == 2
     gate = json.loads((tmp_path / "out" / "evaluation" / "gate.json").read_text())
     metrics = json.loads((tmp_path / "out" / "evaluation" / "metrics.json").read_text())
     assert gate["int8_macro_f1"] == metrics["int8"]["macro_f1"]
     assert gate["int8_drop"] == pytest.approx(metrics["fp32"]["macro_f1"] - metrics["int8"]["macro_f1"])
-    assert (tmp_path / "out" / "candidate" / "manifest.json").is_file()
+    assert 0.0 <= metrics["teacher_fp32"]["macro_f1"] <= 1.0 and "accuracy" in metrics["teacher_fp32"]
+    from edge_runtime.bundle import Bundle
+
+    assert Bundle.load(tmp_path / "out" / "candidate").manifest.extra["architecture"]["layers"] == 1  # the student's
     assert (tmp_path / "out" / "onnx" / "model.fp32.onnx").is_file()  # what Neo compiles

@@ -251,11 +251,13 @@ def test_the_registered_package_names_the_handler(sagemaker_definition):
     from cloud.params import load_params
 
     d, _ = sagemaker_definition
-    register = next(s for s in d["Steps"][3]["Arguments"]["IfSteps"] if s["Name"] == "RegisterModel")
+    gate = next(s for s in d["Steps"] if s["Name"] == "CheckQualityGate")
+    register = next(s for s in gate["Arguments"]["IfSteps"] if s["Name"] == "RegisterModel")
     (container,) = register["Arguments"]["InferenceSpecification"]["Containers"]
     assert container["Environment"] == {
         "SAGEMAKER_PROGRAM": INFERENCE_SCRIPT, "SAGEMAKER_SUBMIT_DIRECTORY": f"/opt/ml/model/{SERVING_CODE_DIR}",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": REGION,
         "SLM_MODEL_NAME": load_params().model_name}
     assert container["Image"].endswith("/pytorch-inference:2.6-cpu-py312")
-    assert container["ModelDataUrl"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    # the model that ships: the student of the Distill job (params.json distills), whose model.tar.gz holds code/
+    assert container["ModelDataUrl"] == {"Get": "Steps.Distill.ModelArtifacts.S3ModelArtifacts"}

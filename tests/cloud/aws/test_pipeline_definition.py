@@ -44,12 +44,14 @@ def _depends_on(step) -> set[str]:
 
 
 def test_steps_and_their_types(sagemaker_definition):
-    # Given the definition built offline, When its steps are listed, Then they are the seed's pipeline
+    # Given the definition built offline from params.json (which distills), When its steps are listed,
+    # Then they are the local pipeline's, the student's Distill after Train
+    assert PARAMS.distill.layers > 0, "these tests read the definition of a params.json that distills"
     d, _ = sagemaker_definition
     assert [(s["Name"], s["Type"]) for s in d["Steps"]] == [
-        ("PrepareData", "Processing"), ("Train", "Training"), ("Evaluate", "Processing"),
+        ("PrepareData", "Processing"), ("Train", "Training"), ("Distill", "Training"), ("Evaluate", "Processing"),
         ("CheckQualityGate", "Condition")]
-    cond = d["Steps"][3]["Arguments"]
+    cond = d["Steps"][4]["Arguments"]
     assert [(s["Name"], s["Type"]) for s in cond["IfSteps"]] == [("RegisterModel", "RegisterModel"),
                                                                   ("CompileEdge", "Processing")]
     assert [(s["Name"], s["Type"]) for s in cond["ElseSteps"]] == [("QualityGateFailed", "Fail")]
@@ -60,8 +62,9 @@ def test_data_dependencies_chain_the_steps(sagemaker_definition):
     steps = _steps(d)
     assert _depends_on(steps["PrepareData"]) == set()
     assert _depends_on(steps["Train"]) == {"PrepareData"}
-    assert _depends_on(steps["Evaluate"]) == {"PrepareData", "Train"}
-    assert _depends_on(steps["RegisterModel"]) == {"Train", "Evaluate"}
+    assert _depends_on(steps["Distill"]) == {"PrepareData", "Train"}
+    assert _depends_on(steps["Evaluate"]) == {"PrepareData", "Train", "Distill"}
+    assert _depends_on(steps["RegisterModel"]) == {"Train", "Distill", "Evaluate"}
     assert "Steps.RegisterModel.ModelPackageArn" in _refs(steps["CompileEdge"]["Arguments"])
     assert _depends_on(steps["CompileEdge"]) == {"RegisterModel", "Evaluate"}
 
@@ -102,7 +105,7 @@ def test_condition_gates_on_int8_macro_f1_and_the_int8_drop(sagemaker_definition
     assert files["EvaluationMetrics"] == {"PropertyFileName": "EvaluationMetrics", "OutputName": "evaluation",
                                           "FilePath": "metrics.json"}
     assert files["QualityGate"]["FilePath"] == "gate.json"
-    f1, drop, accuracy = d["Steps"][3]["Arguments"]["Conditions"]
+    f1, drop, accuracy = d["Steps"][4]["Arguments"]["Conditions"]
     assert accuracy["Type"] == "GreaterThanOrEqualTo" and accuracy["RightValue"] == {"Get": "Parameters.MinAccuracy"}
     assert accuracy["LeftValue"]["Std:JsonGet"]["Path"] == "int8.accuracy"
     assert f1["Type"] == "GreaterThanOrEqualTo"
@@ -129,8 +132,10 @@ def test_register_step_is_pending_manual_approval_in_staging_with_metrics(sagema
     assert {"metrics.int8.macro_f1", "metrics.fp32.macro_f1", "metrics.agreement", "lineage.run_id",
             "artifacts.model", "artifacts.evaluation"} <= set(meta)
     assert meta["lineage.run_id"] == {"Get": "Execution.PipelineExecutionId"}
+    # the package's model is the one that ships: the student
     assert register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
-        "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+        "Get": "Steps.Distill.ModelArtifacts.S3ModelArtifacts"}
+    assert meta["artifacts.model"] == {"Get": "Steps.Distill.ModelArtifacts.S3ModelArtifacts"}
 
 
 def test_compile_step_runs_neo_for_linux_arm64_and_writes_to_edge(sagemaker_definition):
@@ -154,17 +159,84 @@ def test_every_job_runs_the_source_bundle_of_this_checkout(sagemaker_definition)
         assert app["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/sm_entry.py"]
         inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
         assert inputs["code"] == f"{code}/sm_entry.py" and inputs["source"] == f"{code}/sourcedir.tar.gz"
-    hp = steps["Train"]["Arguments"]["HyperParameters"]
-    assert json.loads(hp["sagemaker_submit_directory"]) == f"{code}/sourcedir.tar.gz"
-    assert json.loads(hp["sagemaker_program"]) == "sm_entry.py" and json.loads(hp["step"]) == "train"
-    assert steps["Train"]["Arguments"]["RoleArn"] == ROLE_ARN
+    for name, step in (("Train", "train"), ("Distill", "distill")):
+        hp = steps[name]["Arguments"]["HyperParameters"]
+        assert json.loads(hp["sagemaker_submit_directory"]) == f"{code}/sourcedir.tar.gz"
+        assert json.loads(hp["sagemaker_program"]) == "sm_entry.py" and json.loads(hp["step"]) == step
+        assert steps[name]["Arguments"]["RoleArn"] == ROLE_ARN
 
 
-def test_prepare_train_and_evaluate_are_cached(sagemaker_definition):
+def test_prepare_train_distill_and_evaluate_are_cached(sagemaker_definition):
     d, _ = sagemaker_definition
     steps = _steps(d)
-    for name in ("PrepareData", "Train", "Evaluate"):
+    for name in ("PrepareData", "Train", "Distill", "Evaluate"):
         assert steps[name]["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+
+
+def _channels(step) -> dict:
+    return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in step["Arguments"]["InputDataConfig"]}
+
+
+def _inputs(step) -> dict:
+    return {i["InputName"]: i["S3Input"] for i in step["Arguments"]["ProcessingInputs"]}
+
+
+TRAIN_MODEL = {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+STUDENT_MODEL = {"Get": "Steps.Distill.ModelArtifacts.S3ModelArtifacts"}
+PROCESSED = {"Get": "Steps.PrepareData.ProcessingOutputConfig.Outputs['processed'].S3Output.S3Uri"}
+
+
+def test_distill_trains_the_student_on_the_processed_data_from_the_train_artifact(sagemaker_definition):
+    # Given the definition of a params.json that distills, When the Distill step is read,
+    # Then it is a training job like Train's (image, instance parameter, volume, stopping condition, output
+    # path), its channels are the processed data and Train's model.tar.gz (SM_CHANNEL_TEACHER), and it is cached
+    d, _ = sagemaker_definition
+    steps = _steps(d)
+    distill, train = steps["Distill"]["Arguments"], steps["Train"]["Arguments"]
+    assert _channels(steps["Distill"]) == {"train": PROCESSED, "teacher": TRAIN_MODEL}
+    assert _channels(steps["Train"]) == {"train": PROCESSED}
+    for key in ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition", "OutputDataConfig", "RoleArn",
+                "Environment"):
+        assert distill[key] == train[key], key
+    assert distill["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+    assert steps["Distill"]["CacheConfig"] == steps["Train"]["CacheConfig"]
+
+
+def test_evaluate_scores_the_student_and_the_teacher(sagemaker_definition):
+    d, _ = sagemaker_definition
+    inputs = _inputs(_steps(d)["Evaluate"])
+    assert inputs["model"]["S3Uri"] == STUDENT_MODEL
+    assert inputs["model"]["LocalPath"] == "/opt/ml/processing/input/model"  # the evaluate job's --model default
+    assert inputs["teacher"]["S3Uri"] == TRAIN_MODEL
+    assert inputs["teacher"]["LocalPath"] == "/opt/ml/processing/input/teacher"  # the evaluate job's --teacher default
+
+
+def test_the_registered_package_records_the_teacher_it_was_distilled_from(sagemaker_definition):
+    # the package serves the student; the teacher is in its metadata under the local registry's names
+    d, _ = sagemaker_definition
+    meta = _steps(d)["RegisterModel"]["Arguments"]["CustomerMetadataProperties"]
+    assert meta["artifacts.teacher_model"] == TRAIN_MODEL and meta["lineage.distilled_from.model"] == TRAIN_MODEL
+    assert meta["lineage.distilled_from.training_job"] == {"Get": "Steps.Train.TrainingJobName"}
+    assert meta["lineage.distilled_from.layers"] == str(PARAMS.distill.layers)
+    teacher_f1 = meta["metrics.teacher_fp32.macro_f1"]["Std:Join"]["Values"][0]["Std:JsonGet"]
+    assert teacher_f1 == {"PropertyFile": {"Get": "Steps.Evaluate.PropertyFiles.EvaluationMetrics"},
+                          "Path": "teacher_fp32.macro_f1"}
+    assert len(meta) <= 50  # SageMaker's limit on CustomerMetadataProperties
+
+
+def test_without_distill_there_is_no_distill_step_and_the_trained_model_ships(sagemaker_definition_without_distill):
+    # Given params with distill.layers 0, When the definition is built, Then Train's artifact is evaluated and
+    # registered, there is no teacher input and no teacher in the package's metadata
+    d, _ = sagemaker_definition_without_distill
+    steps = _steps(d)
+    assert [s["Name"] for s in d["Steps"]] == ["PrepareData", "Train", "Evaluate", "CheckQualityGate"]
+    assert "Distill" not in steps
+    inputs = _inputs(steps["Evaluate"])
+    assert inputs["model"]["S3Uri"] == TRAIN_MODEL and "teacher" not in inputs
+    register = steps["RegisterModel"]["Arguments"]
+    assert register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == TRAIN_MODEL
+    assert not any("teacher" in k or "distilled_from" in k for k in register["CustomerMetadataProperties"])
+    assert _depends_on(steps["Evaluate"]) == {"PrepareData", "Train"}
 
 
 def test_upsert_uploads_the_code_creates_the_group_and_the_pipeline(sagemaker_definition, s3_bucket):
@@ -184,7 +256,7 @@ def test_upsert_uploads_the_code_creates_the_group_and_the_pipeline(sagemaker_de
     assert upload_source(build) == []
     sm = boto3.client("sagemaker", region_name=REGION)
     stored = json.loads(sm.describe_pipeline(PipelineName="slm-intents")["PipelineDefinition"])
-    assert [s["Name"] for s in stored["Steps"]] == ["PrepareData", "Train", "Evaluate", "CheckQualityGate"]
+    assert [s["Name"] for s in stored["Steps"]] == ["PrepareData", "Train", "Distill", "Evaluate", "CheckQualityGate"]
     assert sm.describe_model_package_group(ModelPackageGroupName=PARAMS.model_package_group)
 
 

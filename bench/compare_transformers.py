@@ -9,11 +9,14 @@ All three are loaded at once and timed in turns, round by round (each round: eve
 contender), so a drift of the machine's speed during the run touches all of them alike.
 
     python bench/compare_transformers.py --threads 2 --json bench/results/compare.json
+    python bench/compare_transformers.py --teacher RUN/checkpoint --teacher-bundle edge/1 \
+        --student RUN/student --student-bundle edge/2      # trained models, and the distilled student too
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.seeds import cpu_model  # noqa: E402
 
 
 def latency_ms(fn, texts, iterations, warmup=30):
@@ -78,10 +83,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10, help="timed passes over the utterances per contender")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a trained six-layer checkpoint (models/<run>/checkpoint) instead of the packaged "
+                             "MiniLM-L6 with an untrained head; with --teacher-bundle, its INT8 bundle")
+    parser.add_argument("--teacher-bundle", type=Path, default=None)
+    parser.add_argument("--student", type=Path, default=None,
+                        help="a distilled student checkpoint (models/<run>/student): also timed in the transformers "
+                             "pipeline, so the engine's gain and the model's show apart; with --student-bundle")
+    parser.add_argument("--student-bundle", type=Path, default=None)
     args = parser.parse_args(argv)
+    if bool(args.teacher) != bool(args.teacher_bundle) or bool(args.student) != bool(args.student_bundle):
+        parser.error("--teacher needs --teacher-bundle and --student needs --student-bundle")
 
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from transformers import AutoTokenizer, pipeline
 
     from cloud.compile import build_base_bundle, onnx_logits
     from cloud.params import load_params
@@ -93,26 +108,45 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     labels = load_params().labels
     texts = list(UTTERANCES)
+    def transformers_pipeline(checkpoint: Path):
+        from cloud.modeling import load_classifier
+
+        tok = AutoTokenizer.from_pretrained(checkpoint)
+        return pipeline("text-classification", model=load_classifier(checkpoint), tokenizer=tok, device="cpu",
+                        top_k=None)
+
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "ckpt"
-        res = build_base_bundle(Path(tmp) / "bundle", labels, checkpoint_dir=ckpt)
-        tok = AutoTokenizer.from_pretrained(ckpt)
-        model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
-        pipe = pipeline("text-classification", model=model, tokenizer=tok, device="cpu", top_k=None)
+        if args.teacher:
+            ckpt, bundle_dir = args.teacher, args.teacher_bundle
+            labels = list(json.loads((bundle_dir / "manifest.json").read_text())["labels"])
+        else:
+            ckpt = Path(tmp) / "ckpt"
+            bundle_dir = build_base_bundle(Path(tmp) / "bundle", labels, checkpoint_dir=ckpt).bundle_dir
+        pipe = transformers_pipeline(ckpt)
 
         fp32_path = Path(tmp) / "fp32.onnx"
         from cloud.compile import export_onnx
-        export_onnx(AutoModelForSequenceClassification.from_pretrained(ckpt, attn_implementation="eager"), fp32_path)
+        from cloud.modeling import load_classifier
+        export_onnx(load_classifier(ckpt, eager=True), fp32_path)
         backend = OnnxRuntimeBackend(fp32_path, threads=args.threads)
         itok = IntentTokenizer(ckpt / "tokenizer.json", 40)
         run = lambda b: backend.run(itok.encode(b).feeds(backend.input_names))  # noqa: E731
 
-        with IntentClassifier.from_bundle(res.bundle_dir, threads=args.threads) as clf, torch.inference_mode():
-            results = interleaved({
+        contenders = {}
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            clf = stack.enter_context(IntentClassifier.from_bundle(bundle_dir, threads=args.threads))
+            contenders = {
                 "transformers pipeline (PyTorch FP32)": (pipe, lambda b: pipe(b, batch_size=32)),
                 "onnxruntime FP32 (same tokenizer)": (lambda t: run([t]), run),
                 "edge_runtime INT8 static (this project)": (clf.predict, clf.predict_batch),
-            }, texts, args.rounds)
+            }
+            if args.student:
+                spipe = transformers_pipeline(args.student)
+                sclf = stack.enter_context(IntentClassifier.from_bundle(args.student_bundle, threads=args.threads))
+                layers = json.loads((args.student / "config.json").read_text())["num_hidden_layers"]
+                contenders[f"transformers pipeline, {layers}-layer student"] = (spipe, lambda b: spipe(b, batch_size=32))
+                contenders[f"edge_runtime INT8, {layers}-layer student"] = (sclf.predict, sclf.predict_batch)
+            results = interleaved(contenders, texts, args.rounds)
             agree = float((np.argmax(onnx_logits(fp32_path, ckpt / "tokenizer.json", 40, texts), 1)
                            == np.array([labels.index(p.intent) for p in clf.predict_batch(texts)])).mean())
 
@@ -123,8 +157,10 @@ def main(argv=None) -> int:
         r["speedup_p50_vs_transformers"] = base / lat["p50"]
         print(f"{name:<42}{lat['p50']:>9.3f}{lat['p95']:>9.3f}{lat['p99']:>9.3f}{r['batch32_per_s']:>10.1f}"
               f"{r['speedup_p50_vs_transformers']:>9.1f}x")
-    print(f"INT8 vs FP32 top-1 agreement on the utterances (untrained head): {agree:.2%}")
+    print(f"INT8 vs FP32 top-1 agreement on the utterances{'' if args.teacher else ' (untrained head)'}: {agree:.2%}")
     out = {"threads": args.threads, "utterances": len(texts), "rounds": args.rounds, "results": results,
+           "teacher": str(args.teacher or "packaged MiniLM-L6, untrained head"), "student": str(args.student),
+           "cpu": cpu_model(),
            "int8_fp32_agreement": agree,
            "machine": os.uname().machine}
     if args.json:

@@ -7,7 +7,9 @@ Each seed is a full local run (prepare, validate, train, compile, evaluate, gate
 so prepare and validate run once and later seeds reuse them; a seed whose inputs are unchanged is served from the
 step cache. The table gives, per seed, the epoch chosen on validation, validation accuracy and macro-F1 of that
 epoch, and the test figures of FP32 and INT8 (the device path), their agreement and the training time; then the
-mean, min and max over the seeds. The epoch and recipe are chosen on validation; test is only reported.
+mean, min and max over the seeds. The epoch and recipe are chosen on validation; test is only reported. With a
+distilled student (``distill.layers`` > 0) the row is the student's (the model that ships), with its teacher's FP32
+test accuracy in the last column.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ def run_seed(params, data: Path, store, seed: int) -> dict[str, object]:
     except CloudError as exc:  # a seed below the gate is a result too: its metrics are still in the summary
         summary = pipeline.fail(exc)
     steps = {s["name"]: s for s in summary["steps"]}
-    train = steps["train"]["outputs"]
+    # with a distilled student, the epoch and the test figures are the student's; the teacher's FP32 is beside them
+    train = (steps.get("distill") or {}).get("outputs") or steps["train"]["outputs"]
     best = next((h for h in train.get("history", []) if h["epoch"] == train.get("best_epoch")), {})
     m = summary["metrics"] or {}
     return {"seed": seed, "status": summary["status"], "error": summary.get("error"),
             "best_epoch": train.get("best_epoch"), "epochs_run": len(train.get("history", [])),
             "val_accuracy": best.get("val_accuracy"), "val_macro_f1": best.get("val_macro_f1"),
             "fp32": m.get("fp32"), "int8": m.get("int8"), "agreement": m.get("agreement"),
+            "teacher_fp32": m.get("teacher_fp32"),
             "train_seconds": round(float(train.get("seconds", 0.0)), 1),
             "train_status": steps["train"]["status"], "bundle": summary.get("bundle")}
 
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
           f"CPU {cpu_model()}", flush=True)
     rows = [run_seed(params, args.data, store, seed) for seed in args.seeds]
     head = f"{'seed':>5} {'epoch':>5} {'val acc':>8} {'val F1':>7} {'FP32 acc':>9} {'INT8 acc':>9} {'INT8 F1':>8} " \
-           f"{'agree':>7} {'train s':>8}"
+           f"{'agree':>7} {'train s':>8} {'teacher':>8}"
     print("\n" + head)
 
     def pct(x):
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32, int8 = r["fp32"] or {}, r["int8"] or {}
         print(f"{r['seed']:>5} {r['best_epoch']!s:>5} {pct(r['val_accuracy']):>8} {pct(r['val_macro_f1']):>7} "
               f"{pct(fp32.get('accuracy')):>9} {pct(int8.get('accuracy')):>9} {pct(int8.get('macro_f1')):>8} "
-              f"{pct(r['agreement']):>7} {r['train_seconds']:>8}")
+              f"{pct(r['agreement']):>7} {r['train_seconds']:>8} {pct((r['teacher_fp32'] or {}).get('accuracy')):>8}")
     summary = {name: spread(rows, pick) for name, pick in {
         "int8_accuracy": lambda r: (r["int8"] or {}).get("accuracy"),
         "int8_macro_f1": lambda r: (r["int8"] or {}).get("macro_f1"),

@@ -379,13 +379,28 @@ def compile_bundle(
     extra: dict[str, Any] = {"architecture": architecture(model.config)}
     if oos_rows:
         t = time.perf_counter()
-        from .oos import FILE, fit_detector, save_detector
+        from edge_runtime.tokenizer import IntentTokenizer
+
+        from .oos import FILE, add_score_to_graph, fit_detector, graph_score_difference, save_detector
 
         index = {label: i for i, label in enumerate(labels)}
         train = onnx_logits(int8, tokenizer_path, max_length, [text for text, _ in oos_rows])
         detector, fit = fit_detector(train[:, k:], [index[label] for _, label in oos_rows], k,
                                      int8_val[:, k:] if int8_val is not None else np.zeros((0, train.shape[1] - k)),
                                      oos_flag_rate)
+        # The score inside the INT8 model too (FP32 nodes after quantization): the device then reads it from the
+        # same run instead of projecting the vector in numpy; checked against the numpy path before it ships.
+        detector = add_score_to_graph(int8, detector, k, weights_file=WEIGHTS_FILE)
+        tok = IntentTokenizer(tokenizer_path, max_length)
+        sample = list(check_texts or [text for text, _ in oos_rows])[:256]
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        feeds = [tok.encode(sample[i:i + 64]).feeds(names) for i in range(0, len(sample), 64)]
+        feeds += [tok.encode([text]).feeds(names) for text in sample[:16]]  # batch 1 as on the device
+        difference = graph_score_difference(int8, detector, k, feeds)
+        if not difference <= 1e-4:
+            raise CompileError(f"the out-of-scope score in the model differs from the numpy path by {difference:.2e} "
+                               "(relative), above 1e-4")
+        fit["graph_score_max_rel_diff"] = difference
         files[FILE] = save_detector(detector, work / FILE)
         extra["out_of_scope"] = detector.to_entry(
             FILE, vector=f"L2-normalized mean of layer {oos_layer}'s hidden states", layer=oos_layer,

@@ -81,10 +81,12 @@ def _load(bundle: "Bundle", choice: BackendName, threads: int | None, providers:
             f"bundle {bundle.root} has no {choice.value!r} model (it has {sorted(bundle.manifest.backends)})"
         )
     if choice is BackendName.ONNXRUNTIME:
+        from ..oos import graph_output
         from .onnxruntime import OnnxRuntimeBackend
 
+        # the output with the out-of-scope score when the bundle's model computes it (else the first output)
         return OnnxRuntimeBackend(bundle.path_of(_require(entry, "file", bundle)), threads=threads, providers=providers,
-                                  callers=callers)
+                                  callers=callers, output=graph_output(bundle, choice.value))
     if choice is BackendName.DLR:
         from .dlr import DlrBackend
 

@@ -38,12 +38,15 @@ class OnnxRuntimeBackend:
     - worker threads spin only while a run is in progress (``force_spinning_stop``), and only briefly
       (``spin_us``; by default :data:`SPIN_US`, or :data:`SHARED_SPIN_US` when ``callers`` > 1 threads run the
       session at once): fast op dispatch, no CPU burnt while the device is idle.
+
+    ``run`` returns the model's first output, or the output named ``output`` (``output_name`` says which).
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike[str], *, threads: int | None = None,
-                 providers: Sequence[str] | None = None, callers: int = 1, spin_us: int | None = None) -> None:
+                 providers: Sequence[str] | None = None, callers: int = 1, spin_us: int | None = None,
+                 output: str | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -70,7 +73,11 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # onnxruntime raises its own pybind types; surface one of ours
             raise BackendError(f"onnxruntime cannot load {model_path}: {str(exc).strip()[:300]}") from None
         self.input_names = tuple(i.name for i in self._session.get_inputs())
-        self._output = self._session.get_outputs()[0].name
+        outputs = [o.name for o in self._session.get_outputs()]
+        if output is not None and output not in outputs:
+            raise BackendError(f"the model {model_path} has no output {output!r} (it has {outputs})")
+        self.output_name: str = output or outputs[0]
+        self._fetch = [self.output_name]
         self.threads = opts.intra_op_num_threads
         self.providers = tuple(self._session.get_providers())
 
@@ -78,7 +85,7 @@ class OnnxRuntimeBackend:
         if self._session is None:
             raise BackendError("backend is closed")
         try:
-            return self._session.run([self._output], dict(feeds))[0]
+            return self._session.run(self._fetch, feeds if type(feeds) is dict else dict(feeds))[0]
         except Exception as exc:
             raise BackendError(f"onnxruntime inference failed: {str(exc).strip()[:300]}") from None
 

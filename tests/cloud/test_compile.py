@@ -160,6 +160,32 @@ def test_the_bundle_carries_an_out_of_scope_detector_fitted_on_training_rows(cla
         flagged = [x.intent == "unknown" for x in a]
         assert sum(flagged) <= 1 + 0.1 * len(a) and not any(x.intent == "unknown" for x in b)
         assert on.probabilities(TEXTS).shape == (len(TEXTS), len(LABELS))
+    # and the INT8 model computes the score itself (a second output, checked against the numpy path at compile);
+    # its first output is still [logits | vector] for a runtime that reads the file
+    assert entry["in_graph"] == {"output": "logits_oos", "backends": ["onnxruntime"]}
+    assert 0.0 <= entry["graph_score_max_rel_diff"] <= 1e-4
+    import onnxruntime as ort
+
+    from edge_runtime.oos import OutOfScope
+    from edge_runtime.tokenizer import IntentTokenizer
+
+    detector = OutOfScope.from_bundle(bundle)
+    session = ort.InferenceSession(str(bundle.path_of("model.int8.onnx")), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["logits_features", "logits_oos"]
+    tok = IntentTokenizer(bundle.path_of("tokenizer.json"), 24)
+    feeds = tok.encode(TEXTS).feeds([i.name for i in session.get_inputs()])
+    full, graph = session.run(names, feeds)
+    k = len(LABELS)
+    np.testing.assert_allclose(graph[:, k], detector.scores(full[:, k:]), rtol=1e-4)
+    alone = np.concatenate([session.run(["logits_oos"], tok.encode([t]).feeds(list(feeds)))[0] for t in TEXTS])
+    # static INT8: the logits do not depend on the batch; the FP32 score's MatMul may round differently for one row
+    # than for ten (measured: 5e-7 relative), far inside the agreement with the numpy path
+    np.testing.assert_array_equal(alone[:, :k], graph[:, :k])
+    np.testing.assert_allclose(alone[:, k], graph[:, k], rtol=1e-6)
+    with IntentClassifier.from_bundle(bundle.root, threads=1) as clf:
+        assert clf.score_in_graph
+        assert clf.predict_batch(TEXTS) == [clf.predict(t) for t in TEXTS] == a[:len(TEXTS)]
 
 
 def test_the_out_of_scope_layer_must_exist(classifier_checkpoint, tmp_path):

@@ -181,3 +181,34 @@ def test_the_in_graph_entry_is_checked(tmp_path, tiny_bundle):
     with IntentClassifier.from_bundle(rewrite({"output": "logits_oos", "backends": ["dlr"]}).root, threads=1) as clf:
         assert not clf.score_in_graph and clf.backend.output_name == "logits_features"
         assert clf.predict_batch(TEXTS) == IntentClassifier.from_bundle(Bundle.load(new.root), threads=1).predict_batch(TEXTS)
+
+
+def test_a_batched_text_at_the_threshold_is_decided_alone(tmp_path, tiny_bundle):
+    # The graph's score can differ in its last bits between batch sizes; a text that close to the threshold gets
+    # the answer it gets alone, in any batch.
+    from edge_runtime import IntentClassifier
+
+    _, new = _vector_bundles(tmp_path, tiny_bundle)
+    with IntentClassifier.from_bundle(new.root, threads=1) as clf:
+        k, t = len(clf.labels), clf.detector.threshold
+        real = clf.backend.run
+
+        def run(feeds):  # batch 1: just under the threshold; in a batch the same text lands just above it
+            out = real(feeds).copy()
+            out[:, k] = t * (1 - 1e-7) if len(out) == 1 else t * (1 + 1e-7)
+            return out
+
+        clf.backend.run = run
+        alone = [clf.predict(text).intent for text in TEXTS]
+        assert "unknown" not in alone
+        assert [p.intent for p in clf.predict_batch(TEXTS)] == alone
+        # far from the threshold the batch's own score decides (no extra runs)
+        calls = []
+        clf.backend.run = lambda feeds: calls.append(len(feeds["input_ids"])) or _far(real(feeds), k, t)
+        assert all(p.intent == "unknown" for p in clf.predict_batch(TEXTS)) and calls == [len(TEXTS)]
+
+
+def _far(out, k, t):
+    out = out.copy()
+    out[:, k] = 2 * t
+    return out

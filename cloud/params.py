@@ -127,6 +127,8 @@ class DistillParams:
                                "weighs 1 - kd_weight", lo=0, hi=1)
     hidden_weight: float = _p(0.0, "weight of the hidden-state loss (MSE of each student layer to the teacher layer "
                                    "it started from; 0: off)", lo=0)
+    freeze_embeddings: bool = _p(True, "keep the teacher's word embeddings as they are (30,522 x 384 of the "
+                                       "student's 15.3M weights: the optimizer's biggest cost for a shallow student)")
     epochs: int = _p(4, "least epochs of the student (train.min_steps raises it like the teacher's)", lo=1, hi=1000)
     learning_rate: float = _p(0.0001, "the student's peak AdamW learning rate", lo=0, hi=1)
 

@@ -261,6 +261,8 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
         teacher_logits = torch.from_numpy(logits_sum / len(teachers))
         layer_map = student_layers(distill.teacher_layers, distill.layers, teacher_model.config.num_hidden_layers)
         model = build_student(teacher_model, layer_map)
+        if distill.freeze_embeddings:
+            model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         log.info("student of %d layers from teacher layers %s (temperature %g, distillation weight %g)",
                  len(layer_map), layer_map, distill.temperature, distill.kd_weight)
     else:
@@ -277,10 +279,10 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     elif config.slot_loss_weight > 0:
         log.info("no slot tags in the data: training on intents only")
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in trained if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in trained if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     if slot_head is not None:
         groups.append({"params": list(slot_head.parameters()), "weight_decay": 0.0})

@@ -87,6 +87,13 @@ def test_distilling_trains_a_one_layer_student_that_follows_the_teacher(teacher,
     assert log["teacher_layers"] == [2] and log["distill"]["hidden_weight"] == hidden_weight
     assert log["config"]["learning_rate"] == 4e-3 and len(log["history"]) == 6
     assert all(np.isfinite(h["train_loss"]) for h in log["history"])
+    # and its word embeddings are the teacher's (distill.freeze_embeddings), its layers are not
+    t_state = load_classifier(result.model_dir).state_dict()
+    s_state = model.state_dict()
+    key = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(s_state[key], t_state[key])
+    assert not torch.equal(s_state["bert.encoder.layer.0.output.dense.weight"],
+                           t_state["bert.encoder.layer.1.output.dense.weight"])
     # and the out-of-scope vector's layer maps to the student's
     assert oos_layer_of(student.model_dir, 3) == 1 and oos_layer_of(result.model_dir, 1) == 1
 

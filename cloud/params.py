@@ -103,8 +103,9 @@ class TrainParams:
     class_balance: str = _p("none", "class imbalance: none, weighted (loss weight n / (k * n_class)) or sampled (each "
                                     "epoch draws rows so that every class is equally likely)",
                             choices=("none", "weighted", "sampled"))
-    ema_decay: float = _p(0.0, "exponential moving average of the weights, evaluated and saved instead of the raw "
-                               "ones (0: off; e.g. 0.999)", lo=0, hi=0.99999)
+    ema_decay: float = _p(0.998, "exponential moving average of the weights, evaluated and saved instead of the "
+                                 "raw ones (0: off); 0.998 was chosen on SNIPS validation over seeds 7, 13, 21 "
+                                 "(docs/results.md)", lo=0, hi=0.99999)
     max_steps: int | None = _p(None, "stop after this many optimizer steps (null: run every epoch)", lo=1)
 
 

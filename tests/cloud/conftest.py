@@ -62,7 +62,7 @@ def make_params(tmp_path: Path, base_model: Path, **overrides) -> Path:
     """pipelines/params.json with CI-sized training; ``overrides`` set "section.key" values."""
     params = json.loads((REPO / "pipelines" / "params.json").read_text())
     params["train"].update(base_model=str(base_model), epochs=5, batch_size=16, learning_rate=4e-3, max_length=24,
-                           warmup_ratio=0.1, min_steps=0)
+                           warmup_ratio=0.1, min_steps=0, ema_decay=0.0)
     params["evaluate"]["bootstrap_samples"] = 50
     params["gate"]["min_macro_f1"] = 0.5
     params["gate"]["max_int8_drop"] = 0.2

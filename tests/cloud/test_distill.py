@@ -29,7 +29,7 @@ def teacher(tiny_base_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teacher")
     rows = _rows(tmp)
     config = TrainConfig(base_model=str(tiny_base_model), epochs=15, batch_size=16, max_length=24, threads=1,
-                         learning_rate=4e-3, min_steps=0)
+                         learning_rate=4e-3, min_steps=0, ema_decay=0.0)
     return train(rows, rows[:30], LABELS, tmp / "teacher", config, progress=False), rows, config
 
 

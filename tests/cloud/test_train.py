@@ -68,7 +68,7 @@ def test_slot_rows_must_pair_with_training_rows(tiny_base_model, tmp_path):
 
 def _small(tiny_base_model, **kw) -> TrainConfig:
     base = dict(base_model=str(tiny_base_model), epochs=1, batch_size=16, max_length=24, threads=1,
-                learning_rate=3e-3, slot_loss_weight=0.0, min_steps=0)
+                learning_rate=3e-3, slot_loss_weight=0.0, min_steps=0, ema_decay=0.0)
     return TrainConfig(**{**base, **kw})
 
 

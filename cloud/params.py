@@ -119,7 +119,8 @@ class DistillParams:
     (batch, warm-up, weight decay, EMA, schedule floor, slot loss, epoch choice) are the ``train`` section's.
     """
 
-    layers: int = _p(2, "the student's encoder layers (0: no student, the teacher ships)", lo=0, hi=48)
+    layers: int = _p(4, "the student's encoder layers (0: no student, the teacher ships); 4 is the fastest student "
+                        "within 0.2 points of the teacher's INT8 SNIPS accuracy (bench/distill_depth.py)", lo=0, hi=48)
     teacher_layers: str = _p("spread", "which teacher layers the student's start from: spread (evenly up to the "
                                        "top: 2 of 6 -> 3,6), bottom (1..n), or 1-based numbers, e.g. \"1,6\"")
     temperature: float = _p(2.0, "softmax temperature of the teacher's and student's logits in the distillation "

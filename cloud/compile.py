@@ -334,7 +334,7 @@ def compile_bundle(
     """
     from edge_runtime.bundle import write_bundle, zip_bundle
 
-    from .modeling import load_classifier
+    from .modeling import architecture, load_classifier
 
     tokenizer_path = Path(model_dir) / TOKENIZER_FILE
     if not tokenizer_path.is_file():
@@ -374,8 +374,6 @@ def compile_bundle(
                            f"below the required {min_agreement:.2%}")
 
     files = {MODEL_FILE: int8, WEIGHTS_FILE: int8.parent / WEIGHTS_FILE, TOKENIZER_FILE: tokenizer_path}
-    from .modeling import architecture
-
     extra: dict[str, Any] = {"architecture": architecture(model.config)}
     if oos_rows:
         t = time.perf_counter()

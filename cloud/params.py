@@ -428,11 +428,13 @@ def init_params(data: str | os.PathLike[str], *, text_column: str = "text", labe
     if rare:
         notes.append(f"fewer than 10 training rows: {', '.join(rare)}")
     train = base.train
-    max_length = _covering_length([t for t, _ in train_rows], train.base_model, train.max_length)
+    lengths = _token_lengths([t for t, _ in train_rows], train.base_model)
+    max_length = _covering_length(lengths, train.max_length)
     if max_length != train.max_length:
+        over = sum(n > train.max_length for n in lengths)
         train = dataclasses.replace(train, max_length=max_length)
         notes.append(f"train.max_length {max_length}: 99% of the training texts fit in it (the base "
-                     f"{base.train.max_length} would cut {_share_over(train_rows, base.train)})")
+                     f"{base.train.max_length} would cut {over} of {len(lengths)} ({over / len(lengths):.1%}))")
     gate = base.gate
     if len(labels) > 10:
         # 0.97 suits 7 balanced SNIPS intents; tens of intents (BANKING77: 77) score lower even for large models
@@ -460,24 +462,17 @@ def _token_lengths(texts: Sequence[str], base_model: str) -> list[int]:
     return [len(e.ids) for e in tok.encode_batch(list(texts))]
 
 
-def _covering_length(texts: Sequence[str], base_model: str, floor: int, cap: int = 128) -> int:
-    """The smallest multiple of 8 that holds 99% of ``texts`` in word pieces, between ``floor`` and ``cap``.
-
-    Only the longest texts pay for a larger value: batches and device inputs are padded to their longest text.
+def _covering_length(lengths: Sequence[int], floor: int, cap: int = 128) -> int:
+    """The smallest multiple of 8 that holds 99% of texts of these word-piece ``lengths``, between ``floor`` and
+    ``cap``. Only the longest texts pay for a larger value: batches and device inputs are padded to their longest text.
     """
     import math
 
-    lengths = sorted(_token_lengths(texts, base_model))
-    if not lengths:
+    ordered = sorted(lengths)
+    if not ordered:
         return floor
-    p99 = lengths[min(len(lengths) - 1, math.ceil(0.99 * len(lengths)) - 1)]
+    p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
     return max(floor, min(cap, 8 * math.ceil(p99 / 8)))
-
-
-def _share_over(rows: Sequence[tuple[str, str]], train: TrainParams) -> str:
-    lengths = _token_lengths([t for t, _ in rows], train.base_model)
-    over = sum(n > train.max_length for n in lengths)
-    return f"{over} of {len(lengths)} ({over / max(len(lengths), 1):.1%})"
 
 
 def main(argv: Any = None) -> int:

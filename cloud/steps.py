@@ -141,28 +141,25 @@ def validate_step(processed: Path, out: Path, params: Params, *, source: str | N
     return ValidateResult(Path(out), len(result.expectations), result.passed)
 
 
-def train_step(processed: Path, out: Path, params: Params, *, progress: bool = False) -> "TrainResult":
-    """Fine-tune on ``processed/train.csv`` (and its slot tags), choose the epoch on ``val.csv``; write ``out``."""
+def train_step(processed: Path, out: Path, params: Params, *, progress: bool = False,
+               teacher: Path | Sequence[Path] | None = None) -> "TrainResult":
+    """Fine-tune on ``processed/train.csv`` (and its slot tags), choose the epoch on ``val.csv``; write ``out``.
+
+    ``teacher``: train the ``distill`` section's student of that fine-tuned checkpoint (or the mean of several)."""
     from .data import read_slots, read_split_csv
     from .train import train
 
     processed = Path(processed)
     return train(read_split_csv(processed / "train.csv"), read_split_csv(processed / "val.csv"), params.labels,
                  Path(out), params.train, progress=progress, slots=read_slots(processed),
-                 unseen=params.data.unseen_labels)
+                 unseen=params.data.unseen_labels, teacher=teacher, distill=params.distill if teacher else None)
 
 
-def distill_step(teacher: Path, processed: Path, out: Path, params: Params, *,
+def distill_step(teacher: Path | Sequence[Path], processed: Path, out: Path, params: Params, *,
                  progress: bool = False) -> "TrainResult":
     """The ``distill.layers``-deep student of the fine-tuned ``teacher``, trained on ``processed/train.csv`` with the
     teacher's logits, its epoch chosen on ``val.csv`` like the teacher's; written to ``out``."""
-    from .data import read_slots, read_split_csv
-    from .train import train
-
-    processed = Path(processed)
-    return train(read_split_csv(processed / "train.csv"), read_split_csv(processed / "val.csv"), params.labels,
-                 Path(out), params.train, progress=progress, slots=read_slots(processed),
-                 unseen=params.data.unseen_labels, teacher=Path(teacher), distill=params.distill)
+    return train_step(processed, out, params, progress=progress, teacher=teacher)
 
 
 def compile_model(model_dir: Path, out: Path, params: Params, *, version: str, texts: Sequence[str],

@@ -55,14 +55,16 @@ class TrainResult:
 
 
 class _Ema:
-    """Exponential moving average of the model's floating-point weights (the slot head is not part of it).
+    """Exponential moving average of the model's trained weights (the slot head is not part of it; frozen weights,
+    such as a student's word embeddings, average to themselves and are left out).
 
     The decay warms up as ``min(decay, (1 + t) / (10 + t))`` so the first steps do not hold the pretrained weights.
     """
 
     def __init__(self, model: Any, decay: float) -> None:
         self.decay, self.steps = decay, 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+        self._params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {k: p.detach().clone() for k, p in self._params.items()}
 
     def update(self, model: Any) -> None:
         import torch
@@ -70,9 +72,8 @@ class _Ema:
         self.steps += 1
         d = min(self.decay, (1 + self.steps) / (10 + self.steps))
         with torch.no_grad():
-            for k, v in model.state_dict().items():
-                if k in self.shadow:
-                    self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            for k, p in self._params.items():
+                self.shadow[k].mul_(d).add_(p.detach(), alpha=1 - d)
 
     @contextlib.contextmanager
     def applied(self, model: Any) -> Iterator[None]:
@@ -306,6 +307,7 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
     if config.class_balance == "sampled":  # each epoch draws rows so that every class is equally likely
         per_row = 1.0 / counts[y_train.numpy()]
         sample_p = per_row / per_row.sum()
+    hidden = teacher_model is not None and distill.hidden_weight > 0  # the hidden-state loss needs every layer
     np_rng = np.random.default_rng(config.seed)
     lengths = np.array([len(x) for x in x_train])
     ema = _Ema(model, config.ema_decay) if config.ema_decay > 0 else None
@@ -324,7 +326,6 @@ def train(train_rows: Sequence[tuple[str, str]], val_rows: Sequence[tuple[str, s
         running, seen = 0.0, 0
         for rows in bar:
             x, m = _collate(x_train, rows)
-            hidden = teacher_model is not None and distill.hidden_weight > 0
             logits, states, *layers = logits_and_states(model, x, m, torch.zeros_like(x), hidden=hidden)
             loss = loss_fn(logits, y_train[rows])
             if teacher_logits is not None:

@@ -5,13 +5,22 @@
     python -m cloud.endpoint delete --version 7
 
 ``deploy`` makes three resources named ``<group>-<version>`` (the model package group of ``pipelines/params.json``):
-a model from the version's model package (``CreateModel`` with ``ModelPackageName``: the package's image, model
-data and environment, the handler of :mod:`cloud.inference.handler`, plus ``SLM_MODEL_VERSION``), an endpoint
-configuration (serverless by default: ``ServerlessConfig`` with ``MemorySizeInMB`` and ``MaxConcurrency``;
-``--instance-type`` for a provisioned instance instead) and the endpoint, then waits for ``InService``, printing
-its status as it changes. A version must be approved (``--allow-unapproved`` to try one first) and registered
-with the handler (``SAGEMAKER_PROGRAM`` in its container). If a step fails, what this run created is deleted
-again. ``delete`` removes the endpoint, then its configuration and model. What it costs: docs/aws.md.
+a model, an endpoint configuration (serverless by default: ``ServerlessConfig`` with ``MemorySizeInMB`` and
+``MaxConcurrency``; ``--instance-type`` for a provisioned instance instead) and the endpoint, then waits for
+``InService``, printing its status as it changes.
+
+What the model serves (``--serve``): when the pipeline distilled, the registered package is the student (the
+model that ships) and its ``CustomerMetadataProperties`` name the teacher's ``model.tar.gz``
+(``artifacts.teacher_model``). The cloud reference is the teacher, so ``--serve teacher`` (the default) makes the
+model from the package's container with the teacher's data: ``CreateModel`` with a ``PrimaryContainer`` of the
+package's ``Image`` and ``Environment`` (the handler of :mod:`cloud.inference.handler`, plus
+``SLM_MODEL_VERSION``) and ``ModelDataUrl`` = the teacher's artifact, which carries the same ``code/`` (the train
+job writes it, :func:`cloud.aws.code.write_serving_code`). ``--serve package``, and any version without a teacher
+(``distill.layers`` 0), uses the package itself (``CreateModel`` with ``ModelPackageName``, plus
+``SLM_MODEL_VERSION``): the student when distilled. A version must be approved (``--allow-unapproved`` to try one
+first) and registered with the handler (``SAGEMAKER_PROGRAM`` in its container). If a step fails, what this run
+created is deleted again. ``delete`` removes the endpoint, then its configuration and model. What it costs:
+docs/aws.md.
 
 boto3 is imported when a command runs (``pip install 'slm-intents[aws]'``).
 """
@@ -29,11 +38,17 @@ from typing import Any, Callable, Sequence, TextIO
 from .aws.errors import AwsCallFailed, AwsError
 from .errors import CloudError
 
-__all__ = ["Serving", "endpoint_name", "deploy", "status", "delete", "main"]
+__all__ = ["Serving", "SERVE_CHOICES", "TEACHER_KEY", "endpoint_name", "model_container", "deploy", "status",
+           "delete", "main"]
 
 VARIANT = "AllTraffic"
 MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)  # ServerlessConfig.MemorySizeInMB: 1 GB steps
 FINAL = ("InService", "Failed", "OutOfService")
+#: what ``deploy`` serves: the teacher recorded in the package's metadata (when there is one), or the package
+SERVE_CHOICES = ("teacher", "package")
+#: the CustomerMetadataProperties key of the teacher's model.tar.gz (cloud.aws.pipeline's RegisterModel)
+TEACHER_KEY = "artifacts.teacher_model"
+_ENVIRONMENT_MAX = 100  # ContainerDefinition.Environment: at most 100 entries, keys and values <= 1024 characters
 
 
 @dataclass(frozen=True)
@@ -122,11 +137,44 @@ def _wait(sm: Any, name: str, *, want: str, out: TextIO, poll_s: float, timeout_
         sleep(poll_s)
 
 
+def model_container(desc: dict[str, Any], version: int, serve: str = "teacher") -> tuple[dict[str, Any], str]:
+    """The ``PrimaryContainer`` of ``CreateModel`` for a DescribeModelPackage answer, and what it serves.
+
+    ``serve="teacher"`` with ``artifacts.teacher_model`` in the package's metadata: the package's first container
+    (``Image``, ``Environment``) with the teacher's ``ModelDataUrl``. ``ModelPackageName`` cannot be combined with
+    ``Image`` or ``ModelDataUrl`` in one container, so this container names no package. Otherwise (``"package"``,
+    or no teacher recorded): the package by ``ModelPackageName``, as SageMaker resolves it.
+    """
+    if serve not in SERVE_CHOICES:
+        raise CloudError(f"--serve must be one of {SERVE_CHOICES}, got {serve!r}")
+    env_version = {"SLM_MODEL_VERSION": str(version)}
+    teacher = (desc.get("CustomerMetadataProperties") or {}).get(TEACHER_KEY, "")
+    if serve == "package" or not teacher:
+        return {"ModelPackageName": desc["ModelPackageArn"], "Environment": env_version}, "package"
+    if not (teacher.startswith("s3://") and teacher.endswith(".tar.gz") and len(teacher) <= 1024):
+        # ModelDataUrl: an S3 URI (at most 1024 characters) of one gzip-compressed tar archive (.tar.gz)
+        raise CloudError(f"the package's {TEACHER_KEY} is {teacher!r}, not the s3://.../model.tar.gz of a "
+                         "training job: serve the package (--serve package) or register the version again")
+    containers = (desc.get("InferenceSpecification") or {}).get("Containers") or [{}]
+    image = containers[0].get("Image")
+    if not image:
+        raise CloudError("the package's container has no Image to serve the teacher with (--serve package)")
+    environment = {**(containers[0].get("Environment") or {}), **env_version}
+    if len(environment) > _ENVIRONMENT_MAX:
+        raise CloudError(f"the package's container has {len(environment)} environment variables with "
+                         f"SLM_MODEL_VERSION; a SageMaker container takes at most {_ENVIRONMENT_MAX}")
+    return {"Image": image, "ModelDataUrl": teacher, "Environment": environment}, "teacher"
+
+
 def deploy(group: str, version: int, *, role_arn: str, serving: Serving = Serving(), name: str | None = None,
-           allow_unapproved: bool = False, client: Any = None, region: str | None = None, wait: bool = True,
-           out: TextIO | None = None, poll_s: float = 15.0, timeout_s: float = 1800.0,
+           allow_unapproved: bool = False, serve: str = "teacher", client: Any = None, region: str | None = None,
+           wait: bool = True, out: TextIO | None = None, poll_s: float = 15.0, timeout_s: float = 1800.0,
            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Create the model, endpoint configuration and endpoint of ``group``/``version``; returns :func:`status`."""
+    """Create the model, endpoint configuration and endpoint of ``group``/``version``; returns :func:`status` with
+    ``serves`` added (``teacher`` or ``package``, and the model data or the package ARN).
+
+    ``serve``: ``"teacher"`` (the default) serves the teacher recorded in the package's metadata, when there is one
+    (:func:`model_container`); ``"package"`` the registered model (the student when distilled)."""
     from .aws.clients import make_client
 
     out = out or sys.stderr  # looked up per call: a default bound at import would outlive a redirected stderr
@@ -141,11 +189,14 @@ def deploy(group: str, version: int, *, role_arn: str, serving: Serving = Servin
     if not (containers[0].get("Environment") or {}).get("SAGEMAKER_PROGRAM"):
         raise CloudError(f"{group}/{version} was registered without the inference handler (no SAGEMAKER_PROGRAM in "
                          "its container): register it again with this pipeline (cloud.aws.pipeline)")
+    container, served = model_container(desc, version, serve)
+    if serve == "teacher" and served == "package":
+        print(f"{group}/{version} records no teacher ({TEACHER_KEY}): serving the registered model", file=out)
     name = name or endpoint_name(group, version)
     created: list[tuple[Callable[..., Any], dict[str, str]]] = []
     try:
         _call(sm.create_model, ModelName=name, ExecutionRoleArn=role_arn,
-              PrimaryContainer={"ModelPackageName": arn, "Environment": {"SLM_MODEL_VERSION": str(version)}})
+              PrimaryContainer=container)
         created.append((sm.delete_model, {"ModelName": name}))
         _call(sm.create_endpoint_config, EndpointConfigName=name, ProductionVariants=[serving.variant(name)])
         created.append((sm.delete_endpoint_config, {"EndpointConfigName": name}))
@@ -158,14 +209,17 @@ def deploy(group: str, version: int, *, role_arn: str, serving: Serving = Servin
                 print(f"warning: could not remove {kwargs}: {exc}", file=out)
         raise
     kind = serving.instance_type or f"serverless, {serving.memory_mb} MB, {serving.max_concurrency} at once"
-    print(f"{name}: creating from {arn} ({kind})", file=out)
+    source = f"the teacher {container['ModelDataUrl']} of {arn}" if served == "teacher" else arn
+    print(f"{name}: creating from {source} ({kind})", file=out)
     if wait:
         final = _wait(sm, name, want="InService", out=out, poll_s=poll_s, timeout_s=timeout_s, sleep=sleep,
                       clock=clock)
         if final is not None and final.get("EndpointStatus") != "InService":
             raise AwsError(f"endpoint {name} is {final.get('EndpointStatus')}: {final.get('FailureReason', '')} "
                            f"(python -m cloud.endpoint delete --version {version} removes it)")
-    return status(name, client=sm)
+    result = status(name, client=sm)
+    result["serves"] = {"model": served, "source": container.get("ModelDataUrl") or arn, "package": arn}
+    return result
 
 
 def status(name: str, *, client: Any = None, region: str | None = None) -> dict[str, Any]:
@@ -246,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-concurrency", type=int, default=Serving.max_concurrency)
     d.add_argument("--instance-type", default=None, help="a provisioned instance (ml.m5.large) instead of serverless")
     d.add_argument("--instance-count", type=int, default=1)
+    d.add_argument("--serve", choices=SERVE_CHOICES, default="teacher",
+                   help="teacher: the teacher's model.tar.gz the package records (artifacts.teacher_model), the "
+                        "cloud reference of cloud.shadow; package: the registered model (the student when "
+                        "distilled). A version without a teacher serves the package either way")
     d.add_argument("--allow-unapproved", action="store_true", help="deploy a version that is not approved")
     d.add_argument("--no-wait", action="store_true", help="return once the endpoint is being created")
     d.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for InService")
@@ -271,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             serving = Serving(memory_mb=args.memory_mb, max_concurrency=args.max_concurrency,
                               instance_type=args.instance_type, instance_count=args.instance_count)
             result = deploy(group, args.version, role_arn=args.role_arn, serving=serving, name=name,
-                            allow_unapproved=args.allow_unapproved, region=args.region, wait=not args.no_wait,
-                            timeout_s=args.timeout)
+                            allow_unapproved=args.allow_unapproved, serve=args.serve, region=args.region,
+                            wait=not args.no_wait, timeout_s=args.timeout)
         elif args.command == "status":
             result = status(name, region=args.region)
         else:

@@ -17,7 +17,8 @@ a checkpoint folder is taken as it is (give ``models/<run>/student`` to compare 
 Other references: any edge bundle (``--bundle``) or a SageMaker endpoint (``--endpoint``, JSON
 ``{"inputs": [...]}`` in, ``{"results": [{"intent", "confidence"}]}`` out as :mod:`cloud.inference.handler`
 replies, or ``[{"label", "score"}]`` or ``{"predictions": [...]}``); ``python -m cloud.endpoint deploy`` serves
-the registered model, which is the student when the pipeline distilled.
+the teacher the registered version records (``artifacts.teacher_model``), or the registered model itself when it
+was not distilled (``--serve package`` serves the student of a distilled version).
 
 ``compare`` writes ``shadow.json`` (agreement, per-class disagreement, confusion pairs, confidence deltas, per
 device and model version), ``report.md`` and ``shadow.png``, prints the JSON summary, and exits 1 when
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "checkpoint/ (not its student/)")
     ref.add_argument("--bundle", help="an edge bundle folder as the reference (e.g. the FP32 ONNX one)")
     ref.add_argument("--endpoint", help="SageMaker endpoint serving the FP32 model (cloud.endpoint deploy serves "
-                                        "the registered model: the student when distilled)")
+                                        "the version's teacher by default; --serve package the student)")
     c.add_argument("--region", default=None, help="AWS region of the endpoint (default: AWS_REGION, then AWS_DEFAULT_REGION)")
     c.add_argument("--out", default=None,
                    help="folder for shadow.json, report.md, shadow.png (default: <store>/slm-intents/shadow/report)")

@@ -39,7 +39,11 @@ def sm(aws_env):
     stubber.deactivate()
 
 
-def _expect_package(stubber, approval="Approved", environment=None):
+TEACHER = "s3://b/slm-intents/models/slm-intents-train-abc/output/model.tar.gz"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
+
+
+def _expect_package(stubber, approval="Approved", environment=None, metadata=None):
     stubber.add_response("describe_model_package_group", {
         "ModelPackageGroupName": GROUP, "ModelPackageGroupArn": GROUP_ARN, "CreationTime": T0,
         "CreatedBy": {}, "ModelPackageGroupStatus": "Completed"}, {"ModelPackageGroupName": GROUP})
@@ -49,10 +53,11 @@ def _expect_package(stubber, approval="Approved", environment=None):
         "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []},
         "ModelApprovalStatus": approval,
         "InferenceSpecification": {"Containers": [{
-            "Image": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-cpu-py312",
+            "Image": IMAGE,
             "ModelDataUrl": "s3://b/slm-intents/models/run/output/model.tar.gz",
             "Environment": _environment() if environment is None else environment}],
-            "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]}},
+            "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+        **({"CustomerMetadataProperties": metadata} if metadata is not None else {})},
         {"ModelPackageName": PACKAGE_ARN})
 
 
@@ -66,10 +71,13 @@ def _describe_endpoint(stubber, state, **extra):
         "ProductionVariants": [variant], **extra}, {"EndpointName": NAME})
 
 
-def _expect_creates(stubber, variant):
+PACKAGE_CONTAINER = {"ModelPackageName": PACKAGE_ARN, "Environment": {"SLM_MODEL_VERSION": "7"}}
+
+
+def _expect_creates(stubber, variant, container=None):
     stubber.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{NAME}"}, {
         "ModelName": NAME, "ExecutionRoleArn": ROLE_ARN,
-        "PrimaryContainer": {"ModelPackageName": PACKAGE_ARN, "Environment": {"SLM_MODEL_VERSION": "7"}}})
+        "PrimaryContainer": PACKAGE_CONTAINER if container is None else container})
     stubber.add_response("create_endpoint_config", {
         "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{NAME}"},
         {"EndpointConfigName": NAME, "ProductionVariants": [variant]})
@@ -95,8 +103,84 @@ def test_deploy_creates_a_serverless_endpoint_from_the_package_and_waits_with_pr
     stubber.assert_no_pending_responses()
     assert result["status"] == "InService" and result["variants"] == [
         {"name": "AllTraffic", "serverless": {"MemorySizeInMB": 3072, "MaxConcurrency": 5}}]
+    # a package without a teacher (distill.layers 0) serves itself, and says so
+    assert result["serves"] == {"model": "package", "source": PACKAGE_ARN, "package": PACKAGE_ARN}
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{GROUP}/7 records no teacher (artifacts.teacher_model): serving the registered model"
     # each status change is printed once, with the time waited
-    assert out.getvalue().splitlines()[1:] == [f"{NAME}: Creating (30s)", f"{NAME}: InService (120s)"]
+    assert lines[2:] == [f"{NAME}: Creating (30s)", f"{NAME}: InService (120s)"]
+
+
+def _deploy_no_wait(stubber, client, container, **kwargs):
+    from cloud.endpoint import deploy
+
+    _expect_creates(stubber, {"VariantName": "AllTraffic", "ModelName": NAME,
+                              "ServerlessConfig": {"MemorySizeInMB": 3072, "MaxConcurrency": 5}}, container)
+    stubber.add_response("create_endpoint", {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{NAME}"},
+                         {"EndpointName": NAME, "EndpointConfigName": NAME})
+    _describe_endpoint(stubber, "Creating")
+    out = io.StringIO()
+    result = deploy(GROUP, 7, role_arn=ROLE_ARN, client=client, wait=False, out=out, **kwargs)
+    stubber.assert_no_pending_responses()
+    return result, out.getvalue()
+
+
+def test_deploy_serves_the_teacher_a_distilled_package_records(sm):
+    # Given a distilled version: the package is the student, its metadata names the teacher's model.tar.gz
+    client, stubber = sm
+    _expect_package(stubber, metadata={"artifacts.teacher_model": TEACHER, "lineage.distilled_from.layers": "6"})
+    # When it is deployed with the defaults, Then CreateModel gets the package's image and environment with the
+    # teacher's model data, and no ModelPackageName (the Stubber checks the request against the service model)
+    teacher = {"Image": IMAGE, "ModelDataUrl": TEACHER, "Environment": {**_environment(), "SLM_MODEL_VERSION": "7"}}
+    result, out = _deploy_no_wait(stubber, client, teacher)
+    assert result["serves"] == {"model": "teacher", "source": TEACHER, "package": PACKAGE_ARN}
+    assert f"creating from the teacher {TEACHER} of {PACKAGE_ARN}" in out
+
+
+def test_deploy_serve_package_serves_the_student(sm):
+    client, stubber = sm
+    _expect_package(stubber, metadata={"artifacts.teacher_model": TEACHER})
+    result, out = _deploy_no_wait(stubber, client, PACKAGE_CONTAINER, serve="package")
+    assert result["serves"]["model"] == "package" and "no teacher" not in out
+
+
+@pytest.mark.parametrize("teacher", ["s3://b/slm-intents/models/job/output/", "https://b.s3.amazonaws.com/m.tar.gz",
+                                     "s3://b/model.zip"])
+def test_a_teacher_that_is_not_an_s3_tarball_is_refused_before_creating_anything(sm, teacher):
+    # ModelDataUrl must point to one gzip-compressed tar archive (.tar.gz); the teacher is a training job's, on S3
+    from cloud.endpoint import deploy
+    from cloud.errors import CloudError
+
+    client, stubber = sm
+    _expect_package(stubber, metadata={"artifacts.teacher_model": teacher})
+    with pytest.raises(CloudError, match="not the s3://.../model.tar.gz"):
+        deploy(GROUP, 7, role_arn=ROLE_ARN, client=client, out=io.StringIO())
+    stubber.assert_no_pending_responses()
+
+
+def test_the_teacher_container_obeys_the_container_definition_of_the_service_model():
+    """What the Stubber does not check: the teacher's container names no package (a container with
+    ModelPackageName takes its image and data from the package), ModelDataUrl matches the Url shape's pattern and
+    length, and the environment stays within EnvironmentMap's bounds."""
+    import re
+
+    import botocore.session
+
+    from cloud.endpoint import model_container
+
+    shapes = botocore.session.get_session().get_service_model("sagemaker")
+    members = shapes.shape_for("ContainerDefinition").members
+    desc = {"ModelPackageArn": PACKAGE_ARN, "CustomerMetadataProperties": {"artifacts.teacher_model": TEACHER},
+            "InferenceSpecification": {"Containers": [{"Image": IMAGE, "Environment": _environment()}]}}
+    container, served = model_container(desc, 7)
+    assert served == "teacher" and set(container) == {"Image", "ModelDataUrl", "Environment"}
+    assert set(container) <= set(members) and "ModelPackageName" in members
+    url = members["ModelDataUrl"].metadata
+    assert re.fullmatch(url["pattern"], container["ModelDataUrl"]) and len(container["ModelDataUrl"]) <= url["max"]
+    env = members["Environment"].metadata
+    assert len(container["Environment"]) <= env["max"] == 100
+    assert all(len(k) <= 1024 and len(v) <= 1024 for k, v in container["Environment"].items())
+    assert model_container(desc, 7, "package") == (PACKAGE_CONTAINER, "package")
 
 
 def test_deploy_on_a_provisioned_instance(sm):
@@ -243,6 +327,31 @@ def test_the_cli_walks_deploy_status_delete_on_moto(moto_aws, capsys):
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     assert main(["status", "--version", "1", "--region", REGION]) == 1
     assert "Could not find endpoint" in capsys.readouterr().err
+
+
+def test_the_cli_deploys_the_teacher_of_a_distilled_version_on_moto(moto_aws, capsys):
+    import json
+
+    import boto3
+
+    from cloud.endpoint import main
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.create_model_package_group(ModelPackageGroupName=GROUP)
+    sm.create_model_package(ModelPackageGroupName=GROUP, ModelApprovalStatus="Approved", InferenceSpecification={
+        "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/student/model.tar.gz", "Environment": _environment()}],
+        "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+        CustomerMetadataProperties={"artifacts.teacher_model": TEACHER})
+    assert main(["deploy", "--version", "1", "--role-arn", ROLE_ARN, "--region", REGION, "--no-wait"]) == 0
+    deployed = json.loads(capsys.readouterr().out)
+    container = sm.describe_model(ModelName=f"{GROUP}-1")["PrimaryContainer"]
+    assert deployed["serves"]["model"] == "teacher"
+    assert container["Image"] == "img" and container["ModelDataUrl"] == TEACHER
+    assert container["Environment"] == {**_environment(), "SLM_MODEL_VERSION": "1"}
+    with pytest.raises(SystemExit) as exc:
+        main(["deploy", "--version", "1", "--role-arn", ROLE_ARN, "--serve", "student"])
+    assert exc.value.code == 2  # argparse: --serve is teacher or package
+    assert "invalid choice: 'student'" in capsys.readouterr().err
 
 
 def test_the_registered_package_names_the_handler(sagemaker_definition):

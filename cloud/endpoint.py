@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TextIO
 
 from .aws.errors import AwsCallFailed, AwsError
+from .clihelp import HelpFormatter
 from .errors import CloudError
 
 __all__ = ["Serving", "SERVE_CHOICES", "TEACHER_KEY", "endpoint_name", "model_container", "deploy", "status",
@@ -294,12 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--name", default=None, help="endpoint name (default: <group>-<version>)")
     common.add_argument("--region", default=None)
     common.add_argument("--params", default=None, help="params file (default: pipelines/params.json)")
-    d = sub.add_parser("deploy", parents=[common], help="serve a registered version on a SageMaker endpoint")
+    d = sub.add_parser("deploy", parents=[common], help="serve a registered version on a SageMaker endpoint",
+                       formatter_class=HelpFormatter)
     d.add_argument("--role-arn", required=True, help="the role the endpoint's container runs as (SageMaker role)")
-    d.add_argument("--memory-mb", type=int, default=Serving.memory_mb, choices=MEMORY_SIZES_MB)
-    d.add_argument("--max-concurrency", type=int, default=Serving.max_concurrency)
+    d.add_argument("--memory-mb", type=int, default=Serving.memory_mb, choices=MEMORY_SIZES_MB,
+                   help="serverless memory")
+    d.add_argument("--max-concurrency", type=int, default=Serving.max_concurrency,
+                   help="serverless invocations at once (1-200)")
     d.add_argument("--instance-type", default=None, help="a provisioned instance (ml.m5.large) instead of serverless")
-    d.add_argument("--instance-count", type=int, default=1)
+    d.add_argument("--instance-count", type=int, default=1, help="provisioned instances (with --instance-type)")
     d.add_argument("--serve", choices=SERVE_CHOICES, default="teacher",
                    help="teacher: the teacher's model.tar.gz the package records (artifacts.teacher_model), the "
                         "cloud reference of cloud.shadow; package: the registered model (the student when "
@@ -307,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--allow-unapproved", action="store_true", help="deploy a version that is not approved")
     d.add_argument("--no-wait", action="store_true", help="return once the endpoint is being created")
     d.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for InService")
-    sub.add_parser("status", parents=[common], help="the endpoint's status")
-    x = sub.add_parser("delete", parents=[common], help="delete the endpoint, its configuration and model")
-    x.add_argument("--no-wait", action="store_true")
+    sub.add_parser("status", parents=[common], help="the endpoint's status", formatter_class=HelpFormatter)
+    x = sub.add_parser("delete", parents=[common], help="delete the endpoint, its configuration and model",
+                       formatter_class=HelpFormatter)
+    x.add_argument("--no-wait", action="store_true", help="return once the deletion has started")
     return parser
 
 

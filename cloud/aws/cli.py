@@ -2,8 +2,8 @@
 
 ::
 
-    python -m cloud.pipeline definition --region R --role-arn ARN --bucket B [--out F]   # offline
-    python -m cloud.pipeline upsert     --region R --role-arn ARN --bucket B
+    python -m cloud.pipeline definition --region R --role-arn ARN --bucket B [--set K=V ...] [--out F]   # offline
+    python -m cloud.pipeline upsert     --region R --role-arn ARN --bucket B [--set K=V ...]
     python -m cloud.pipeline start      --region R [--name N] [--param MinMacroF1=0.96 ...] [--wait]
     python -m cloud.pipeline status     --region R [--name N] [--execution-arn ARN] [--wait] [--json]
     python -m cloud.pipeline run --store s3://B ...   # runs locally, then publishes the store to S3
@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..clihelp import HelpFormatter
 from ..errors import CloudError
 
-__all__ = ["add_pipeline_commands", "run_with_s3_store"]
+__all__ = ["add_pipeline_commands", "parse_overrides", "run_with_s3_store"]
 
 DEFAULT_NAME = "slm-intents"
 
@@ -32,12 +33,19 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role-arn", required=True, help="SageMaker execution role (infra/sagemaker-role.yaml)")
     p.add_argument("--bucket", required=True, help="the store's bucket (infra/storage.yaml)")
     p.add_argument("--store-prefix", default="", help="key prefix above slm-intents/ in the bucket")
-    p.add_argument("--name", default=DEFAULT_NAME, help=f"pipeline name (default {DEFAULT_NAME})")
+    p.add_argument("--name", default=DEFAULT_NAME, help="pipeline name")
     p.add_argument("--params", default=None, help="params JSON (default: pipelines/params.json)")
-    p.add_argument("--image-uri", default=None, help="processing/training image (default: PyTorch 2.6 CPU)")
-    p.add_argument("--inference-image-uri", default=None, help="image recorded in the model package")
-    p.add_argument("--processing-instance-type", default="ml.m5.xlarge")
-    p.add_argument("--training-instance-type", default="ml.m5.2xlarge")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one field of the params (repeatable; the value is JSON, else a string), e.g. "
+                        "train.epochs=3: the definition is built from the result and the source bundle carries it "
+                        "as pipelines/params.json, which every job reads")
+    p.add_argument("--image-uri", default=None, help="processing/training image (default: PyTorch 2.6 CPU training)")
+    p.add_argument("--inference-image-uri", default=None,
+                   help="image recorded in the model package (default: PyTorch 2.6 CPU inference)")
+    p.add_argument("--processing-instance-type", default="ml.m5.xlarge",
+                   help="instance type of the processing jobs (parameter ProcessingInstanceType)")
+    p.add_argument("--training-instance-type", default="ml.m5.2xlarge",
+                   help="instance type of the training jobs (parameter TrainingInstanceType)")
     neo = p.add_mutually_exclusive_group()
     neo.add_argument("--neo", dest="neo", action="store_true", default=False,
                      help="default NeoCompile=true: try SageMaker Neo (docs/aws.md: it does not compile this model)")
@@ -47,38 +55,57 @@ def _build_options(p: argparse.ArgumentParser) -> None:
 
 def add_pipeline_commands(sub: Any) -> None:
     """Add ``definition``, ``upsert``, ``start`` and ``status`` to ``python -m cloud.pipeline``'s sub-parsers."""
-    p = sub.add_parser("definition", help="print the SageMaker pipeline definition JSON (offline)")
+    p = sub.add_parser("definition", help="print the SageMaker pipeline definition JSON (offline)",
+                       formatter_class=HelpFormatter)
     _build_options(p)
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     p.set_defaults(func=_definition)
 
-    p = sub.add_parser("upsert", help="upload the code and create or update the SageMaker pipeline")
+    p = sub.add_parser("upsert", help="upload the code and create or update the SageMaker pipeline",
+                       formatter_class=HelpFormatter)
     _build_options(p)
-    p.add_argument("--description", default="")
+    p.add_argument("--description", default="", help="pipeline description (default: \"<model> training pipeline\")")
     p.set_defaults(func=_upsert)
 
-    p = sub.add_parser("start", help="start a SageMaker pipeline execution")
-    p.add_argument("--region", required=True)
-    p.add_argument("--name", default=DEFAULT_NAME)
+    p = sub.add_parser("start", help="start a SageMaker pipeline execution",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--region", required=True, help="AWS region of the pipeline")
+    p.add_argument("--name", default=DEFAULT_NAME, help="pipeline name")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a pipeline parameter (repeatable), e.g. InputData=s3://bucket/data/")
-    p.add_argument("--display-name", default=None)
+    p.add_argument("--display-name", default=None, help="the execution's display name")
     p.add_argument("--wait", action="store_true", help="wait for the execution to end; exit 1 unless it succeeded")
     p.set_defaults(func=_start)
 
-    p = sub.add_parser("status", help="status of the latest (or a given) execution and its steps")
-    p.add_argument("--region", required=True)
-    p.add_argument("--name", default=DEFAULT_NAME)
-    p.add_argument("--execution-arn", default=None)
+    p = sub.add_parser("status", help="status of the latest (or a given) execution and its steps",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--region", required=True, help="AWS region of the pipeline")
+    p.add_argument("--name", default=DEFAULT_NAME, help="pipeline name")
+    p.add_argument("--execution-arn", default=None, help="the execution (default: the latest)")
     p.add_argument("--wait", action="store_true", help="wait for the execution to end")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_status)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "model_name=x"]`` -> ``{"train.epochs": 3, "model_name": "x"}``: JSON values, else
+    strings (what ``--set`` of the jobs, :func:`cloud.aws.steps._params`, does)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CloudError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _config(args: argparse.Namespace) -> Any:
     from .pipeline import PipelineConfig
 
-    return PipelineConfig(region=args.region, role_arn=args.role_arn, bucket=args.bucket, name=args.name,
+    return PipelineConfig(overrides=parse_overrides(args.overrides),region=args.region, role_arn=args.role_arn, bucket=args.bucket, name=args.name,
                           store_prefix=args.store_prefix.strip("/"),
                           params_path=Path(args.params) if args.params else None, image_uri=args.image_uri,
                           inference_image_uri=args.inference_image_uri,

@@ -1,7 +1,7 @@
 """The source bundle the SageMaker jobs run: the same ``cloud`` and ``edge_runtime`` modules as the local run.
 
 ``sourcedir.tar.gz`` holds ``cloud/``, ``edge_runtime/``, ``gx/``, ``pipelines/params.json`` (the params the
-pipeline was built with), ``requirements.txt`` (the project's runtime and ``cloud`` dependencies, without torch,
+pipeline was built with: ``--params``, with its ``--set`` overrides applied; every job reads it), ``requirements.txt`` (the project's runtime and ``cloud`` dependencies, without torch,
 which the PyTorch container image provides) and ``sm_entry.py`` (:mod:`cloud.aws.entry`) at its root. Its
 digest names its S3 folder, ``s3://<bucket>/slm-intents/code/<digest>/``, so the pipeline definition is a pure
 function of the checkout and builds offline; ``upsert`` uploads the bundle before it upserts the pipeline.
@@ -111,14 +111,16 @@ def _tree(repo: Path, top: str) -> Iterator[tuple[str, Path]]:
             yield rel.as_posix(), path
 
 
-def collect_source(repo: Path = REPO, params_path: str | Path | None = None) -> SourceBundle:
-    """Read the files of the bundle from a checkout; ``params_path`` replaces ``pipelines/params.json``."""
+def collect_source(repo: Path = REPO, params_path: str | Path | None = None,
+                   params_json: bytes | None = None) -> SourceBundle:
+    """Read the files of the bundle from a checkout; ``params_path`` replaces ``pipelines/params.json``, and
+    ``params_json`` (the effective params of a build with ``--set`` overrides) replaces both."""
     files: dict[str, bytes] = {}
     for top in _DIRS:
         for rel, path in _tree(repo, top):
             files[rel] = path.read_bytes()
     params = Path(params_path) if params_path else repo / "pipelines" / "params.json"
-    files["pipelines/params.json"] = params.read_bytes()
+    files["pipelines/params.json"] = params_json if params_json is not None else params.read_bytes()
     files["requirements.txt"] = ("\n".join(container_requirements(repo)) + "\n").encode()
     files[ENTRY_SCRIPT] = (repo / "cloud" / "aws" / "entry.py").read_bytes()
     digest = hashlib.sha256()

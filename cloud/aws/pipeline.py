@@ -44,7 +44,7 @@ from .errors import AwsCallFailed, AwsError, DependencyMissing
 from .s3store import S3Store
 
 __all__ = ["PipelineConfig", "PipelineBuild", "STEP_NAMES", "PARAMETER_NAMES", "build_pipeline", "definition",
-           "upsert", "start", "status"]
+           "training_hyperparameters", "upsert", "start", "status"]
 
 PYTORCH_VERSION = "2.6"
 PYTORCH_PY = "py312"
@@ -73,6 +73,9 @@ class PipelineConfig:
         compile this model family (docs/aws.md), and a user can still start an execution with ``NeoCompile=true``.
     max_train_seconds: the training job's stopping condition.
     cache_expire_after: ISO 8601 duration for step caching of prepare, train, distill and evaluate.
+    overrides: ``{"train.epochs": 3}``-style values (``--set KEY=VALUE``) applied to the params file; the
+        effective params become the source bundle's ``pipelines/params.json``, which every job reads, and the
+        definition is built from them (parameter defaults, the Distill step, the registered model's name).
     """
 
     region: str
@@ -88,6 +91,12 @@ class PipelineConfig:
     neo: bool = False
     max_train_seconds: int = 4 * 3600
     cache_expire_after: str = "P30D"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def load_params(self) -> Params:
+        """The params the definition and its jobs use: the file, with ``overrides`` applied."""
+        params = load_params(self.params_path)
+        return params.override(dict(self.overrides)) if self.overrides else params
 
     @property
     def store(self) -> S3Store:
@@ -183,10 +192,45 @@ def _import_sdk() -> SimpleNamespace:
         TrainingStep=TrainingStep, ModelBuilder=ModelBuilder, ModelTrainer=ModelTrainer)
 
 
+#: sections of params.json only the Evaluate job and the quality gate read: their pipeline parameters are not
+#: handed to the training jobs, so a new gate threshold at StartPipelineExecution keeps Train and Distill cached
+EVALUATION_ONLY_SECTIONS = ("gate",)
+#: CreateTrainingJob HyperParameters: at most 100 entries, keys <= 256 characters, values <= 2500 (botocore's
+#: service model; its documentation says 256 for values too, so ours stay far below either)
+HYPERPARAMETER_LIMITS = {"entries": 100, "key": 256, "value": 256}
+#: the hyperparameter key prefix of a parameter override; the training toolkit passes ``--set.KEY VALUE``
+SET_PREFIX = "set."
+
+
+def training_hyperparameters(tunables: Mapping[str, Any], kinds: Mapping[str, str],
+                             join: Callable[..., Any]) -> dict[str, Any]:
+    """The pipeline parameters a training job gets as hyperparameters: ``{"set.train.epochs": <parameter>}``.
+
+    Every hyperparameter value is a string that the SageMaker training toolkit JSON-decodes before it passes
+    ``--set.KEY VALUE`` to ``sm_entry.py`` (:func:`cloud.aws.steps.hyperparameter_overrides` reads them back),
+    so a number is sent as it is and a string in quotes. The gate's parameters stay out
+    (:data:`EVALUATION_ONLY_SECTIONS`).
+    """
+    out: dict[str, Any] = {}
+    for key, param in tunables.items():
+        if key.split(".", 1)[0] in EVALUATION_ONLY_SECTIONS:
+            continue
+        name = f"{SET_PREFIX}{key}"
+        if len(name) > HYPERPARAMETER_LIMITS["key"]:
+            raise AwsError(f"hyperparameter {name!r} is longer than {HYPERPARAMETER_LIMITS['key']} characters")
+        out[name] = join(on="", values=['"', param, '"'] if kinds.get(key) == "String" else [param])
+    if len(out) + 3 > HYPERPARAMETER_LIMITS["entries"]:  # + sagemaker_program, sagemaker_submit_directory, step
+        raise AwsError(f"{len(out) + 3} training hyperparameters; SageMaker takes at most "
+                       f"{HYPERPARAMETER_LIMITS['entries']}")
+    return out
+
+
 def build_pipeline(config: PipelineConfig, *, boto_session: Any = None, source: SourceBundle | None = None) -> PipelineBuild:
     """Build the SageMaker pipeline; offline unless ``boto_session`` has credentials and something uses them."""
-    params = load_params(config.params_path)
-    source = source or collect_source(params_path=config.params_path)
+    params = config.load_params()
+    # with overrides the bundle carries the effective params, so the jobs read what the definition was built from
+    effective = (json.dumps(params.to_dict(), indent=2) + "\n").encode() if config.overrides else None
+    source = source or collect_source(params_path=config.params_path, params_json=effective)
     store = config.store
     code = f"{store.code(source.digest)}"
     with _sdk_environment(config.region, offline=boto_session is None):
@@ -220,6 +264,8 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
     min_f1, max_drop = tunables["gate.min_macro_f1"], tunables["gate.max_int8_drop"]
     min_acc = tunables["gate.min_accuracy"]
     overrides = [a for key, param in tunables.items() for a in ("--set", s.Join(on="", values=[f"{key}=", param]))]
+    training_overrides = training_hyperparameters(tunables, {k: kind for _, k, _, kind in parameter_fields(params)},
+                                                  s.Join)
     group = s.ParameterString(name="ModelPackageGroupName", default_value=params.model_package_group)
     approval = s.ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
     neo = s.ParameterString(name="NeoCompile", default_value="true" if config.neo else "false")
@@ -266,7 +312,7 @@ def _define(s: SimpleNamespace, config: PipelineConfig, params: Params, store: S
             output_data_config=s.OutputDataConfig(s3_output_path=store.uri_of("models")),
             hyperparameters={"sagemaker_program": json.dumps(ENTRY_SCRIPT),
                              "sagemaker_submit_directory": json.dumps(f"{code}/{TARBALL}"),
-                             "step": json.dumps(job)},
+                             "step": json.dumps(job), **training_overrides},
             environment={"PYTHONUNBUFFERED": "1"},
             input_data_config=[s.InputData(channel_name=name, data_source=uri) for name, uri in channels.items()])
         return s.TrainingStep(name=job.capitalize(), description=description, cache_config=cache,

@@ -6,7 +6,8 @@ and an option, so each step also runs on a workstation against local folders (th
 ================  ===========================================================================================
 ``prepare``       ``cloud.data`` (SNIPS directory or one CSV under ``--data``) then ``cloud.validate`` (GX)
 ``train``         ``cloud.train`` on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR`` (torch threads = the instance's CPUs),
-                  with the inference handler in ``SM_MODEL_DIR/code/`` (:func:`cloud.aws.code.write_serving_code`)
+                  with the inference handler in ``SM_MODEL_DIR/code/`` (:func:`cloud.aws.code.write_serving_code`);
+                  pipeline parameters arrive as hyperparameters ``set.KEY`` (``--set.KEY VALUE``)
 ``distill``       :func:`cloud.steps.distill_step`: the ``distill.layers``-deep student of the teacher (the train
                   job's ``model.tar.gz`` in ``SM_CHANNEL_TEACHER``) on ``SM_CHANNEL_TRAIN`` -> ``SM_MODEL_DIR``, with
                   the inference handler like ``train``; only when ``distill.layers`` > 0
@@ -36,7 +37,7 @@ from .entry import extract_tar
 if TYPE_CHECKING:
     from ..params import Params
 
-__all__ = ["run_step", "STEPS", "resolve_data", "version_from_arn"]
+__all__ = ["run_step", "STEPS", "resolve_data", "version_from_arn", "hyperparameter_overrides"]
 
 log = logging.getLogger(__name__)
 PROC = "/opt/ml/processing"
@@ -119,11 +120,30 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def hyperparameter_overrides(rest: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` overrides from the arguments the training toolkit passes for hyperparameters ``set.KEY``
+    (:func:`cloud.aws.pipeline.training_hyperparameters`): ``--set.KEY VALUE`` (or ``--set.KEY=VALUE``)."""
+    out, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--set."):
+            key, sep, value = arg[len("--set."):].partition("=")
+            if not sep:
+                if i + 1 >= len(rest):
+                    from ..errors import ParamsError
+
+                    raise ParamsError(f"{arg}: no value follows it")
+                value, i = rest[i + 1], i + 1
+            out.append(f"{key}={value}")
+        i += 1
+    return out
+
+
 def _training_params(a: argparse.Namespace) -> "Params":
     """The training job's parameters (``train.threads`` from ``--threads``), recorded as ``params.json`` beside
     its other outputs (SageMaker uploads ``SM_OUTPUT_DATA_DIR``)."""
     threads = (os.cpu_count() or 1) if a.threads == "auto" else int(a.threads)
-    params = _params(a.params, a.set).override({"train.threads": threads})
+    params = _params(a.params, [*a.set, *hyperparameter_overrides(a.rest)]).override({"train.threads": threads})
     record = os.environ.get("SM_OUTPUT_DATA_DIR")
     if record:
         Path(record).mkdir(parents=True, exist_ok=True)
@@ -136,7 +156,7 @@ def _train(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="sm_entry.py train")
     _training_args(p)
-    a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
+    a, a.rest = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
     if not a.data or not a.out:
         p.error("--data and --out are required (or SM_CHANNEL_TRAIN / SM_MODEL_DIR)")
     params = _training_params(a)
@@ -156,7 +176,7 @@ def _distill(argv: Sequence[str]) -> int:
     p.add_argument("--teacher", type=Path, default=os.environ.get("SM_CHANNEL_TEACHER"),
                    help="the teacher: the train job's model.tar.gz (or the folder holding it) or a checkpoint folder")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new private temp directory)")
-    a, _ = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
+    a, a.rest = p.parse_known_args(argv)  # the training toolkit passes every hyperparameter; ours are above
     if not a.data or not a.out or not a.teacher:
         p.error("--data, --teacher and --out are required (or SM_CHANNEL_TRAIN / SM_CHANNEL_TEACHER / SM_MODEL_DIR)")
     params = _training_params(a)

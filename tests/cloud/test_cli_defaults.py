@@ -61,7 +61,9 @@ def test_rollout_state_defaults_to_the_store(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv", [
     ["cloud.greengrass", "build"], ["cloud.rollout", "plan"], ["cloud.rollout", "start"],
     ["cloud.aws.greengrass", "deploy"], ["cloud.aws.greengrass", "publish"], ["cloud.signing", "keygen"],
-    ["cloud.shadow", "collect"], ["cloud.shadow", "compare"]])
+    ["cloud.shadow", "collect"], ["cloud.shadow", "compare"], ["cloud.pipeline", "definition"],
+    ["cloud.pipeline", "upsert"], ["cloud.pipeline", "start"], ["cloud.pipeline", "status"],
+    ["cloud.endpoint", "deploy"]])
 def test_help_shows_defaults_and_choices(argv, capsys):
     import importlib
 
@@ -73,6 +75,11 @@ def test_help_shows_defaults_and_choices(argv, capsys):
     assert "(default: " in text and "(default: None)" not in text and "(default: False)" not in text
     if argv == ["cloud.aws.greengrass", "deploy"]:
         assert "{canary,fleet}" in text and "AWS_REGION" in text
+    if argv == ["cloud.pipeline", "definition"]:  # cloud.aws.cli's options
+        assert "(default: ml.m5.xlarge)" in text and "(default: ml.m5.2xlarge)" in text
+        assert "(default: slm-intents)" in text and "--set KEY=VALUE" in text
+    if argv == ["cloud.endpoint", "deploy"]:
+        assert "{teacher,package}" in text and "(default: teacher)" in text and "(default: 3072)" in text
 
 
 def test_aws_region_is_read_before_aws_default_region(monkeypatch):

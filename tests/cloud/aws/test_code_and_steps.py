@@ -214,3 +214,64 @@ def test_train_distill_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_
 
     assert Bundle.load(tmp_path / "out" / "candidate").manifest.extra["architecture"]["layers"] == 1  # the student's
     assert (tmp_path / "out" / "onnx" / "model.fp32.onnx").is_file()  # what Neo compiles
+
+
+def _toolkit_argv(hyperparameters: dict) -> list:
+    """The argv the SageMaker training toolkit gives the entry script for a job's HyperParameters: every value
+    JSON-decoded (sagemaker_training.environment.read_hyperparameters), the ``sagemaker_*`` ones taken out, the
+    rest as ``--KEY str(value)`` in sorted key order (sagemaker_training.mapping.to_cmd_args)."""
+    decoded = {k: json.loads(v) for k, v in hyperparameters.items()}
+    argv = []
+    for key in sorted(k for k in decoded if not k.startswith("sagemaker_")):
+        argv += [f"--{key}", str(decoded[key])]
+    return argv
+
+
+def test_training_jobs_read_pipeline_parameters_passed_as_hyperparameters(tmp_path, tiny_base_model, capsys):
+    # Given a training job whose HyperParameters carry an override as the pipeline sends it (set.KEY, a JSON
+    # number as a string), When the toolkit's argv reaches the distill job, Then the override is applied: with
+    # distill.layers 0 the job refuses before it reads any data
+    from cloud.aws.steps import hyperparameter_overrides, run_step
+    from tests.cloud.conftest import make_params
+
+    hp = {"sagemaker_program": json.dumps("sm_entry.py"), "step": json.dumps("distill"), "set.distill.layers": "0",
+          "set.distill.temperature": "3.5"}
+    argv = _toolkit_argv(hp)
+    assert argv == ["--set.distill.layers", "0", "--set.distill.temperature", "3.5", "--step", "distill"]
+    assert hyperparameter_overrides(argv) == ["distill.layers=0", "distill.temperature=3.5"]
+    assert hyperparameter_overrides(["--set.model_name=x", "--threads", "1"]) == ["model_name=x"]
+    params = make_params(tmp_path, tiny_base_model)
+    rc = run_step("distill", ["--data", str(tmp_path / "none"), "--teacher", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "student"), "--params", str(params), "--threads", "1",
+                              *[a for a in argv if a not in ("--step", "distill")]])
+    assert rc == 1 and "distill.layers is 0" in capsys.readouterr().out
+
+
+def test_a_hyperparameter_override_without_a_value_is_an_error():
+    from cloud.aws.steps import hyperparameter_overrides
+    from cloud.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="no value"):
+        hyperparameter_overrides(["--set.train.epochs"])
+
+
+def test_the_bundle_carries_the_effective_params_the_jobs_read(tmp_path, monkeypatch):
+    # Given overrides of a build (upsert --set), When the source bundle is made with the effective params and
+    # unpacked as a job does, Then the jobs' params (the bundle's pipelines/params.json) are the overridden ones
+    from cloud.aws import steps
+    from cloud.aws.code import collect_source
+    from cloud.aws.pipeline import PipelineConfig
+    from cloud.aws.entry import extract_tar
+
+    config = PipelineConfig(region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/r", bucket="b",
+                            overrides={"train.epochs": 2, "gate.min_macro_f1": 0.9})
+    params = config.load_params()
+    assert params.train.epochs == 2 and params.gate.min_macro_f1 == 0.9
+    effective = (json.dumps(params.to_dict(), indent=2) + "\n").encode()
+    bundle = collect_source(params_json=effective)
+    assert bundle.digest != collect_source().digest  # another bundle, another code folder
+    with tarfile.open(fileobj=io.BytesIO(bundle.tarball())) as tar:
+        extract_tar(tar, tmp_path / "src")
+    monkeypatch.setattr(steps, "_SOURCE_ROOT", tmp_path / "src")
+    read = steps._params(None)
+    assert read == params and read.train.epochs == 2 and read.gate.min_macro_f1 == 0.9

@@ -363,3 +363,54 @@ def test_status_wait_prints_each_state_change_until_the_execution_ends(aws_env):
     assert lines == ["(execution): Executing", "PrepareData: Executing", "PrepareData: Succeeded", "Train: Executing",
                      "(execution): Succeeded", "Train: Succeeded"]
     assert result["status"] == "Succeeded" and slept == [7, 7, 7]
+
+
+def test_training_jobs_get_no_gate_parameters_and_evaluate_gets_them_all(sagemaker_definition):
+    # the gate's parameters are read by Evaluate and the condition only: handing them to Train and Distill would
+    # make a new threshold at StartPipelineExecution retrain (their cache key holds the hyperparameters)
+    d, _ = sagemaker_definition
+    steps = _steps(d)
+    tunables = [p["Name"] for p in d["Parameters"] if p["Name"] in ("MinMacroF1", "MinAccuracy", "MaxInt8Drop")]
+    for name in ("Train", "Distill"):
+        hp = steps[name]["Arguments"]["HyperParameters"]
+        assert sorted(hp) == ["sagemaker_program", "sagemaker_submit_directory", "step"]
+    args = steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert {r.split(".")[1] for r in _refs(args) if r.startswith("Parameters.")} == set(tunables)
+
+
+def test_training_hyperparameters_carry_the_non_gate_parameters_within_sagemakers_limits(no_network):
+    import botocore.session
+
+    from cloud.aws.pipeline import _import_sdk, _sdk_environment, training_hyperparameters
+    from cloud.aws.errors import AwsError
+
+    with _sdk_environment(REGION, offline=True):
+        s = _import_sdk()
+        tunables = {"train.epochs": s.ParameterInteger(name="TrainEpochs", default_value=3),
+                    "train.base_model": s.ParameterString(name="BaseModel", default_value="m"),
+                    "gate.min_macro_f1": s.ParameterFloat(name="MinMacroF1", default_value=0.9)}
+        kinds = {"train.epochs": "Integer", "train.base_model": "String", "gate.min_macro_f1": "Float"}
+        hp = training_hyperparameters(tunables, kinds, s.Join)
+        exprs = {k: v.expr for k, v in hp.items()}
+        with pytest.raises(AwsError, match="longer than 256"):
+            training_hyperparameters({"train." + "x" * 260: tunables["train.epochs"]}, {}, s.Join)
+    # a number as it is (the toolkit JSON-decodes it), a string in quotes; the gate's stays out
+    assert exprs == {
+        "set.train.epochs": {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.TrainEpochs"}]}},
+        "set.train.base_model": {"Std:Join": {"On": "", "Values": ['"', {"Get": "Parameters.BaseModel"}, '"']}}}
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("HyperParameters")
+    assert shape.metadata["max"] == 100 and shape.key.metadata["max"] == 256 and shape.value.metadata["max"] == 2500
+
+
+def test_a_definition_built_with_overrides_uses_them_and_ships_them_to_the_jobs(tmp_path):
+    from cloud.aws.code import collect_source
+    from tests.cloud.aws.conftest import _build_definition
+
+    d, _ = _build_definition(tmp_path, "--set", "gate.min_macro_f1=0.9", "--set", "train.epochs=2")
+    params = {p["Name"]: p for p in d["Parameters"]}
+    assert params["MinMacroF1"]["DefaultValue"] == 0.9
+    effective = PARAMS.override({"gate.min_macro_f1": 0.9, "train.epochs": 2})
+    digest = collect_source(params_json=(json.dumps(effective.to_dict(), indent=2) + "\n").encode()).digest
+    hp = _steps(d)["Train"]["Arguments"]["HyperParameters"]
+    assert json.loads(hp["sagemaker_submit_directory"]) == f"s3://{BUCKET}/slm-intents/code/{digest}/sourcedir.tar.gz"
+    assert digest != collect_source().digest

@@ -105,7 +105,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def _config(args: argparse.Namespace) -> Any:
     from .pipeline import PipelineConfig
 
-    return PipelineConfig(overrides=parse_overrides(args.overrides),region=args.region, role_arn=args.role_arn, bucket=args.bucket, name=args.name,
+    return PipelineConfig(region=args.region, role_arn=args.role_arn, bucket=args.bucket, name=args.name,
+                          overrides=parse_overrides(args.overrides),
                           store_prefix=args.store_prefix.strip("/"),
                           params_path=Path(args.params) if args.params else None, image_uri=args.image_uri,
                           inference_image_uri=args.inference_image_uri,

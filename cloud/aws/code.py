@@ -1,8 +1,9 @@
 """The source bundle the SageMaker jobs run: the same ``cloud`` and ``edge_runtime`` modules as the local run.
 
 ``sourcedir.tar.gz`` holds ``cloud/``, ``edge_runtime/``, ``gx/``, ``pipelines/params.json`` (the params the
-pipeline was built with: ``--params``, with its ``--set`` overrides applied; every job reads it), ``requirements.txt`` (the project's runtime and ``cloud`` dependencies, without torch,
-which the PyTorch container image provides) and ``sm_entry.py`` (:mod:`cloud.aws.entry`) at its root. Its
+pipeline was built with: ``--params``, with its ``--set`` overrides applied; every job reads it),
+``requirements.txt`` (the project's runtime and ``cloud`` dependencies, without torch, which the PyTorch container
+image provides) and ``sm_entry.py`` (:mod:`cloud.aws.entry`) at its root. Its
 digest names its S3 folder, ``s3://<bucket>/slm-intents/code/<digest>/``, so the pipeline definition is a pure
 function of the checkout and builds offline; ``upsert`` uploads the bundle before it upserts the pipeline.
 

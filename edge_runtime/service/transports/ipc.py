@@ -24,13 +24,29 @@ from typing import Any
 from ..errors import TransportClosedError, TransportError, TransportUnavailableError
 from .base import ConnectHandler, Message, MessageHandler
 
-__all__ = ["IpcTransport", "read_component_configuration", "IOTCORE", "LOCAL"]
+__all__ = ["IpcTransport", "read_component_configuration", "describe_error", "IOTCORE", "LOCAL"]
 
 log = logging.getLogger(__name__)
 
 IOTCORE = "iotcore"
 LOCAL = "local"
 _INSTALL_HINT = "the Greengrass IPC transport needs awsiotsdk: pip install 'slm-intents[greengrass]'"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``UnauthorizedError: <message>`` for a log line or a TransportError.
+
+    The SDK's error shapes (``UnauthorizedError``, ``ServiceError``, ``ResourceNotFoundError``, ...) keep what the
+    nucleus said in attributes (``message``, ``resource_type``, ...) and pass nothing to ``Exception``, so
+    ``str(exc)`` is empty; this names the type and adds the attributes that are set.
+    """
+    name = type(exc).__name__
+    fields = {k: v for k, v in getattr(exc, "__dict__", {}).items()
+              if v is not None and v != "" and not k.startswith("_")}
+    message = fields.pop("message", None) or str(exc)
+    extra = ", ".join(f"{k}={v!r}" for k, v in sorted(fields.items()))
+    text = f"{name}: {message}" if message else f"{name} (no message)"
+    return f"{text} ({extra})" if extra else text
 
 
 def _import_model() -> Any:
@@ -52,7 +68,7 @@ def _new_client() -> Any:
         raise TransportError(f"not running as a Greengrass component ({exc.args[0]} is not set); "
                              "outside Greengrass use --transport mqtt") from None
     except Exception as exc:  # awscrt raises its own types when no nucleus socket is there
-        raise TransportError(f"cannot connect to the Greengrass nucleus over IPC: {exc}") from None
+        raise TransportError(f"cannot connect to the Greengrass nucleus over IPC: {describe_error(exc)}") from None
 
 
 def read_component_configuration(client: Any = None) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def read_component_configuration(client: Any = None) -> dict[str, Any]:
     except TransportError:
         raise
     except Exception as exc:
-        raise TransportError(f"GetConfiguration over IPC failed: {exc}") from None
+        raise TransportError(f"GetConfiguration over IPC failed: {describe_error(exc)}") from None
     finally:
         if own:
             client.close()
@@ -110,7 +126,8 @@ class IpcTransport:
         except TransportError:
             raise
         except Exception as exc:  # IPC errors (UnauthorizedError, ...) are the SDK's own types
-            raise TransportError(f"cannot subscribe to {self.subscribe_topic!r} over IPC ({self.target}): {exc}") from None
+            raise TransportError(f"cannot subscribe to {self.subscribe_topic!r} over IPC ({self.target}): "
+                                 f"{describe_error(exc)}") from None
         log.info("subscribed to %s over Greengrass IPC (%s)", self.subscribe_topic, self.target)
         if on_connect is not None:
             on_connect()
@@ -139,7 +156,7 @@ class IpcTransport:
             self._handler(message)
 
     def _on_stream_error(self, error: Exception) -> bool:
-        log.warning("IPC subscription stream error on %s: %s", self.subscribe_topic, error)
+        log.warning("IPC subscription stream error on %s: %s", self.subscribe_topic, describe_error(error))
         return False  # keep the stream open
 
     # -- outbound ---------------------------------------------------------------------------------------------
@@ -160,7 +177,7 @@ class IpcTransport:
                 message = model.PublishMessage(binary_message=model.BinaryMessage(message=bytes(payload)))
                 self._client.publish_to_topic(topic=topic, publish_message=message)
         except Exception as exc:  # the SDK raises its own error types (UnauthorizedError, ServiceError, ...)
-            raise TransportError(f"IPC publish to {topic!r} failed: {exc}") from None
+            raise TransportError(f"IPC publish to {topic!r} failed: {describe_error(exc)}") from None
 
     def stop_receiving(self) -> None:
         self._receiving = False
@@ -169,7 +186,7 @@ class IpcTransport:
             try:
                 operation.close()
             except Exception as exc:  # closing an already-closed stream is not worth failing a drain over
-                log.debug("closing the IPC subscription: %s", exc)
+                log.debug("closing the IPC subscription: %s", describe_error(exc))
 
     def close(self) -> None:
         if self._closed:

@@ -72,6 +72,20 @@ except ImportError:  # the greengrass extra is not installed
     sdk_model = None
 
 MODELS = [pytest.param(_stand_in_model(), id="stand-in")]
+
+
+class StandInUnauthorizedError(RuntimeError):
+    """Like awsiotsdk's UnauthorizedError: what the nucleus said is in ``message``; ``Exception`` gets no args,
+    so ``str()`` is empty."""
+
+    def __init__(self, *, message: str | None = None) -> None:
+        super().__init__()
+        self.message = message
+
+
+def _unauthorized(message: str | None) -> Exception:
+    cls = sdk_model.UnauthorizedError if sdk_model is not None else StandInUnauthorizedError
+    return cls(message=message)
 if sdk_model is not None:
     MODELS.append(pytest.param(sdk_model, id="awsiotsdk"))
 
@@ -111,7 +125,7 @@ class FakeIpcClient:
                             message_expiry_interval_seconds=None, correlation_data=None, response_topic=None,
                             payload_format=None, content_type=None):  # type: ignore[no-untyped-def]
         if self.fail_publish:
-            raise RuntimeError("UnauthorizedError: not allowed")
+            raise _unauthorized("not allowed to publish to cmd/intents/t/response")
         self.calls.append(("publish_to_iot_core", {"topic_name": topic_name, "qos": qos, "payload": payload,
                                                    "retain": retain, "correlation_data": correlation_data}))
 
@@ -193,7 +207,7 @@ def test_publish_errors_become_transport_errors_and_closed_transports_refuse():
     client = FakeIpcClient(fail_publish=True)
     transport = IpcTransport(subscribe="cmd/intents/t/request", client=client, model=model)
     transport.start(lambda m: None)
-    with pytest.raises(TransportError, match="UnauthorizedError"):
+    with pytest.raises(TransportError, match="failed: UnauthorizedError: not allowed to publish to cmd/intents/t/re"):
         transport.publish("cmd/intents/t/response", b"{}")
     transport.close()
     with pytest.raises(TransportClosedError):
@@ -219,3 +233,31 @@ def test_without_awsiotsdk_the_error_names_the_extra(monkeypatch):
         transport.start(lambda m: None)
     with pytest.raises(TransportUnavailableError, match=r"slm-intents\[greengrass\]"):
         read_component_configuration()
+
+
+def test_an_sdk_error_is_described_by_its_type_and_fields():
+    # the SDK's error shapes carry their text in attributes and str() is empty: the log names type and fields
+    from edge_runtime.service.transports.ipc import describe_error
+
+    error = _unauthorized("Principal com.slmintents.IntentService is not authorized to perform "
+                          "aws.greengrass#PublishToIoTCore on resource dt/intents/t/telemetry")
+    assert str(error) == ""
+    assert describe_error(error) == ("UnauthorizedError: Principal com.slmintents.IntentService is not authorized "
+                                     "to perform aws.greengrass#PublishToIoTCore on resource dt/intents/t/telemetry")
+    assert describe_error(_unauthorized(None)) == "UnauthorizedError (no message)"
+    assert describe_error(RuntimeError("socket closed")) == "RuntimeError: socket closed"
+    if sdk_model is not None:
+        missing = sdk_model.ResourceNotFoundError(message="no such topic", resource_type="topic", resource_name="t")
+        assert describe_error(missing) == ("ResourceNotFoundError: no such topic "
+                                           "(resource_name='t', resource_type='topic')")
+
+
+def test_a_stream_error_is_logged_with_its_type_and_message(caplog):
+    client = FakeIpcClient()
+    transport = IpcTransport(subscribe="cmd/intents/t/request", client=client, model=_stand_in_model())
+    transport.start(lambda m: None)
+    with caplog.at_level("WARNING", logger="edge_runtime.service.transports.ipc"):
+        assert client.handlers["error"](_unauthorized("not authorized to subscribe")) is False
+    transport.close()
+    assert "IPC subscription stream error on cmd/intents/t/request: UnauthorizedError: not authorized to subscribe" \
+        in caplog.text

@@ -181,8 +181,12 @@ def test_train_distill_and_evaluate_jobs_chain_like_on_sagemaker(tmp_path, tiny_
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "prep" / "processed"))
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
     monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(tmp_path / "train-output"))
-    assert run_step("train", ["--params", str(params), "--threads", "2"]) == 0
-    assert json.loads((tmp_path / "train-output" / "params.json").read_text())["train"]["threads"] == 2
+    # a pipeline parameter as the training toolkit passes hyperparameter set.train.seed
+    assert run_step("train", ["--params", str(params), "--threads", "2", "--set.train.seed", "7"]) == 0
+    recorded = json.loads((tmp_path / "train-output" / "params.json").read_text())
+    assert recorded["train"]["threads"] == 2 and recorded["train"]["seed"] == 7
+    # the teacher's model.tar.gz serves too (cloud.endpoint deploy --serve teacher): the handler is in its code/
+    assert (tmp_path / "model" / SERVING_CODE_DIR / INFERENCE_SCRIPT).is_file()
     teacher = _model_tarball(tmp_path / "model", tmp_path / "teacher-artifact")
 
     monkeypatch.setenv("SM_CHANNEL_TEACHER", str(teacher))

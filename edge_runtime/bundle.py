@@ -24,10 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
-import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Mapping
@@ -371,6 +368,9 @@ def write_bundle(
     The directory is assembled next to its destination and renamed into place, so a reader never
     sees a half-written bundle. Returns the verified :class:`Bundle`.
     """
+    import shutil  # the writers' modules load when a bundle is written, not on the device's import path
+    import tempfile
+
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -402,6 +402,9 @@ def write_bundle(
 
 def zip_bundle(bundle_dir: str | os.PathLike[str], zip_path: str | os.PathLike[str]) -> Path:
     """Zip a bundle directory (manifest at the archive root), as the Greengrass model artifact."""
+    import shutil
+    import zipfile
+
     root = Path(bundle_dir)
     target = Path(zip_path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,10 @@ from .tokenizer import IntentTokenizer
 __all__ = ["IntentClassifier", "Prediction"]
 
 UNKNOWN_INTENT = "unknown"
+#: Most texts in one model run; a longer list is run in chunks of this size. ONNX Runtime's arena grows to the largest
+#: run's activations and keeps them, so the chunk bounds peak RAM, and padding every text to the longest of 8 wastes
+#: less than padding to the longest of 32 (``bench/max_batch.py``: docs/results.md).
+MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class IntentClassifier:
 
     def __init__(self, bundle: Bundle, backend: Backend, tokenizer: IntentTokenizer, *,
                  threshold: float | None = None, unknown_intent: str = UNKNOWN_INTENT, top_k: int = 3,
-                 max_batch: int = 64, out_of_scope: bool = True) -> None:
+                 max_batch: int = MAX_BATCH, out_of_scope: bool = True) -> None:
         from .oos import OutOfScope
 
         self.bundle = bundle

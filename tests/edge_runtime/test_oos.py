@@ -189,7 +189,7 @@ def test_a_batched_text_at_the_threshold_is_decided_alone(tmp_path, tiny_bundle)
     from edge_runtime import IntentClassifier
 
     _, new = _vector_bundles(tmp_path, tiny_bundle)
-    with IntentClassifier.from_bundle(new.root, threads=1) as clf:
+    with IntentClassifier.from_bundle(new.root, threads=1, max_batch=len(TEXTS)) as clf:  # all texts in one run
         k, t = len(clf.labels), clf.detector.threshold
         real = clf.backend.run
 

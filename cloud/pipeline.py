@@ -104,6 +104,10 @@ class StepRecord:
                 "outputs": self.outputs}
 
 
+#: the key of a cache record listing its outputs that are paths relative to the store's root
+_IN_STORE = "_store_relative"
+
+
 class LocalPipeline:
     """Runs the steps in order against a local store; ``run()`` returns the summary dict (contract 3)."""
 
@@ -127,13 +131,23 @@ class LocalPipeline:
         if not path.is_file():
             return None
         outputs = json.loads(path.read_text())
+        # paths inside the store were recorded relative to it: rebase them on the store as it is reached now
+        for name in outputs.pop(_IN_STORE, []):
+            outputs[name] = str(self.store.root / outputs[name])
         return outputs if check(outputs) else None
 
     def _remember(self, step: str, key: str, outputs: dict[str, Any]) -> None:
         path = self._cache_file(step, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        record, root = dict(outputs), self.store.root.resolve()
+        # A path inside the store is kept relative to the store's root, so a store that was moved, or is named
+        # from another working directory (a relative --store), still finds its cached steps.
+        for name, value in outputs.items():
+            if isinstance(value, str) and "/" in value and Path(value).exists() and Path(value).resolve().is_relative_to(root):
+                record[name] = Path(value).resolve().relative_to(root).as_posix()
+                record.setdefault(_IN_STORE, []).append(name)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(outputs, indent=2, default=str))
+        tmp.write_text(json.dumps(record, indent=2, default=str))
         os.replace(tmp, path)
 
     def _step(self, index: int, name: str, key: str | None, body: Callable[[], dict[str, Any]],

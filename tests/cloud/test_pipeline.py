@@ -84,6 +84,23 @@ def test_a_second_run_with_nothing_changed_is_served_from_the_cache(first_run):
     assert summary["registry"]["version"] == 1 and len(_registry_rows(store)) == 1
 
 
+def test_a_moved_store_named_from_another_directory_is_still_served_from_the_cache(first_run, tmp_path, monkeypatch):
+    # Given the store copied elsewhere and named by a relative path from a different working directory
+    import shutil
+
+    tmp, params, store, _, first = first_run
+    shutil.copytree(store, tmp_path / "moved" / "store")
+    monkeypatch.chdir(tmp_path / "moved")
+    rc, summary = _run(tmp_path, Path(first["steps"][0]["outputs"]["input"]), params, Path("store"))
+    # Then no step runs again, and every output named is inside the copy
+    assert rc == 0, summary.get("error")
+    statuses = {s["name"]: s["status"] for s in summary["steps"]}
+    assert all(statuses[name] == "cached" for name in ("train", "distill", "compile", "evaluate")), statuses
+    model_dir = Path(next(s for s in summary["steps"] if s["name"] == "distill")["outputs"]["model_dir"])
+    assert model_dir.resolve().is_relative_to((tmp_path / "moved" / "store").resolve())
+    assert Bundle.load(summary["bundle"]).manifest.version == "1"
+
+
 def test_approving_the_registered_version_promotes_it_to_prod(first_run, capsys):
     from cloud.registry.cli import main as registry_main
 

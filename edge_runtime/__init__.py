@@ -6,6 +6,18 @@ only when a classifier is loaded.
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and that thread spins beside ONNX Runtime's pool
+# on a small device. edge_runtime calls no BLAS routine on its path (the out-of-scope score is einsum or in-graph), so
+# unless the process chose its BLAS threads, or imported numpy already, OpenBLAS gets one. A fresh process reached
+# its first answer 5-12% sooner on two quiet cores and a third sooner beside a training job (docs/results.md,
+# "Cold start and memory").
+if "numpy" not in _sys.modules and not any(
+        v in _os.environ for v in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")):
+    _os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
 from .backends import Backend, BackendName, load_backend
 from .bundle import BUNDLE_FORMAT, FORMAT_VERSION, Bundle, Manifest, write_bundle, zip_bundle
 from .classifier import IntentClassifier, Prediction

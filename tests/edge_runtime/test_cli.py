@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,3 +125,18 @@ def test_help_shows_defaults_and_choices(argv, shown, capsys):
         main(argv)
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert info.value.code == 0 and all(s in text for s in shown), text
+
+
+@pytest.mark.parametrize("env, first, want", [
+    ({}, "", "1 1"),  # numpy's OpenBLAS gets one thread: no thread besides the main one after the import
+    ({"OMP_NUM_THREADS": "2"}, "", "None"),  # the process chose its BLAS threads
+    ({"OPENBLAS_NUM_THREADS": "2"}, "", "2"),
+    ({}, "import numpy; ", "None"),  # numpy already loaded: too late to matter, so left alone
+])
+def test_import_leaves_openblas_one_thread_unless_the_process_chose(env, first, want):
+    code = (f"{first}import os, edge_runtime, numpy; v = os.environ.get('OPENBLAS_NUM_THREADS'); "
+            "print(f\"{v} {len(os.listdir('/proc/self/task')) if v == '1' else ''}\".strip())")
+    clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                         env={**clean, **env})
+    assert out.stdout.strip() == want, out.stderr

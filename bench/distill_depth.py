@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.seeds import cpu_model, parse_sets  # noqa: E402
+from bench.seeds import cpu_model  # noqa: E402
 
 
 def _teacher(run: Path) -> Path:
@@ -168,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                              "python -m cloud.compile): read it off the pipeline run's metrics.json")
     args = parser.parse_args(argv)
 
-    from cloud.params import load_params
+    from cloud.params import load_params, parse_overrides
 
     params = load_params(args.params)
     if args.set:
-        params = params.override(parse_sets(args.set))
+        params = params.override(parse_overrides(args.set))
     teachers = [args.teacher or _teacher(args.run)] + list(args.teachers)
     args.out.mkdir(parents=True, exist_ok=True)
     table_file = args.out / "table.json"

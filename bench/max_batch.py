@@ -34,12 +34,13 @@ from edge_runtime import IntentClassifier
 from edge_runtime.bench.runner import peak_rss_mb
 from edge_runtime.bench.utterances import UTTERANCES as U
 bundle, size, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lengths = json.loads(sys.argv[5])
 n = len(U)
 with IntentClassifier.from_bundle(bundle, backend="onnxruntime", threads=threads, max_batch=size) as clf:
     for i in range(calls):
         clf.predict(U[i % n])
     out = {}
-    for length in LISTS_HERE:
+    for length in lengths:
         lists = [[U[(b * length + j) % n] for j in range(length)] for b in range(30)]
         clf.predict_batch(lists[0])
         t = time.perf_counter()
@@ -47,12 +48,12 @@ with IntentClassifier.from_bundle(bundle, backend="onnxruntime", threads=threads
             clf.predict_batch(texts)
         out[length] = length * len(lists) / (time.perf_counter() - t)
 print(json.dumps({"peak_rss_mb": peak_rss_mb(), "per_s": out}))
-""".replace("LISTS_HERE", repr(LISTS))
+"""
 
 
 def measure(bundle: Path, size: int, threads: int, calls: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(bundle), str(size), str(threads), str(calls)],  # nosec B603
-                          capture_output=True, text=True, check=False, cwd=REPO)
+    argv = [sys.executable, "-c", _CHILD, str(bundle), str(size), str(threads), str(calls), json.dumps(LISTS)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)  # nosec B603
     if proc.returncode != 0:
         raise SystemExit(f"max_batch {size}: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -36,17 +36,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def parse_sets(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def run_seed(params, data: Path, store, seed: int) -> dict[str, object]:
     from cloud.errors import CloudError
     from cloud.pipeline import LocalPipeline
@@ -89,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
 
-    from cloud.params import load_params
+    from cloud.params import load_params, parse_overrides
     from cloud.store import Store
 
-    params = load_params(args.params).override(parse_sets(args.set)) if args.set else load_params(args.params)
+    params = load_params(args.params).override(parse_overrides(args.set)) if args.set else load_params(args.params)
     store = Store.at(str(args.store))
     print(f"{len(args.seeds)} seeds on {args.data}, store {args.store}, overrides {args.set or 'none'}; "
           f"CPU {cpu_model()}", flush=True)

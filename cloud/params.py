@@ -42,6 +42,7 @@ __all__ = [
     "load_params",
     "parameter_fields",
     "params_from_dict",
+    "parse_overrides",
 ]
 
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parents[1] / "pipelines" / "params.json"
@@ -240,6 +241,21 @@ class Params:
                 node = node[part]
             node[key] = value
         return params_from_dict(raw, where="override")
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """``--set`` items -> :meth:`Params.override` values: ``["train.epochs=3", "model_name=x"]`` ->
+    ``{"train.epochs": 3, "model_name": "x"}`` (each value JSON, else the string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- loading

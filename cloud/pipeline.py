@@ -143,8 +143,11 @@ class LocalPipeline:
         # A path inside the store is kept relative to the store's root, so a store that was moved, or is named
         # from another working directory (a relative --store), still finds its cached steps.
         for name, value in outputs.items():
-            if isinstance(value, str) and "/" in value and Path(value).exists() and Path(value).resolve().is_relative_to(root):
-                record[name] = Path(value).resolve().relative_to(root).as_posix()
+            if not (isinstance(value, str) and "/" in value and Path(value).exists()):
+                continue
+            inside = Path(value).resolve()
+            if inside.is_relative_to(root):
+                record[name] = inside.relative_to(root).as_posix()
                 record.setdefault(_IN_STORE, []).append(name)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))

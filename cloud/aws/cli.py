@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ..clihelp import HelpFormatter
 from ..errors import CloudError
 
-__all__ = ["add_pipeline_commands", "parse_overrides", "run_with_s3_store"]
+__all__ = ["add_pipeline_commands", "run_with_s3_store"]
 
 DEFAULT_NAME = "slm-intents"
 
@@ -87,22 +87,8 @@ def add_pipeline_commands(sub: Any) -> None:
     p.set_defaults(func=_status)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["train.epochs=3", "model_name=x"]`` -> ``{"train.epochs": 3, "model_name": "x"}``: JSON values, else
-    strings (what ``--set`` of the jobs, :func:`cloud.aws.steps._params`, does)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CloudError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def _config(args: argparse.Namespace) -> Any:
+    from ..params import parse_overrides
     from .pipeline import PipelineConfig
 
     return PipelineConfig(region=args.region, role_arn=args.role_arn, bucket=args.bucket, name=args.name,

@@ -195,9 +195,9 @@ def _import_sdk() -> SimpleNamespace:
 #: sections of params.json only the Evaluate job and the quality gate read: their pipeline parameters are not
 #: handed to the training jobs, so a new gate threshold at StartPipelineExecution keeps Train and Distill cached
 EVALUATION_ONLY_SECTIONS = ("gate",)
-#: CreateTrainingJob HyperParameters: at most 100 entries, keys <= 256 characters, values <= 2500 (botocore's
-#: service model; its documentation says 256 for values too, so ours stay far below either)
-HYPERPARAMETER_LIMITS = {"entries": 100, "key": 256, "value": 256}
+#: CreateTrainingJob HyperParameters (botocore's service model): at most 100 entries, keys <= 256 characters; the
+#: values (<= 2500, or 256 in its documentation) are pipeline parameters resolved at run time, checked by SageMaker
+HYPERPARAMETER_LIMITS = {"entries": 100, "key": 256}
 #: the hyperparameter key prefix of a parameter override; the training toolkit passes ``--set.KEY VALUE``
 SET_PREFIX = "set."
 

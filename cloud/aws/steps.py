@@ -49,20 +49,10 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the unpac
 def _params(given: str | None, overrides: Sequence[str] = ()) -> "Params":
     """The job's parameters: ``--params`` or the bundle's ``pipelines/params.json``, with ``--set KEY=VALUE``
     overrides (the SageMaker pipeline parameters; values are JSON, e.g. ``--set gate.min_macro_f1=0.96``)."""
-    from ..params import load_params
+    from ..params import load_params, parse_overrides
 
     params = load_params(given or _SOURCE_ROOT / "pipelines" / "params.json")
-    values = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            from ..errors import ParamsError
-
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            values[key] = json.loads(value)
-        except ValueError:
-            values[key] = value
+    values = parse_overrides(overrides)
     return params.override(values) if values else params
 
 

@@ -417,7 +417,7 @@ def test_a_definition_built_with_overrides_uses_them_and_ships_them_to_the_jobs(
 
 
 def test_set_values_are_json_else_strings_and_a_bad_one_is_refused():
-    from cloud.aws.cli import parse_overrides
+    from cloud.params import parse_overrides
     from cloud.errors import CloudError
 
     assert parse_overrides(["train.epochs=3", "gate.min_macro_f1=0.9", "model_name=snips", "x.y=a=b"]) == {
